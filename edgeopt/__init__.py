@@ -1,0 +1,3 @@
+"""edgeopt: turn a trained model into the best edge-deployable variant."""
+
+__version__ = "0.1.0"

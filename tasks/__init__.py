@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around `edgeopt.pipeline` stages (one task per stage)."""

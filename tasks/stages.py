@@ -1,0 +1,79 @@
+"""One Prefect task per pipeline stage. The work lives in `edgeopt.pipeline`; tasks only add
+orchestration: names, caching keyed on the inputs, and retries where they make sense."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from edgeopt import pipeline
+from edgeopt.config import CandidateSpec
+from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs
+from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Selection
+
+
+@task(name="prepare-data", cache_policy=NONE)
+def prepare_data(ctx: PipelineContext) -> PreparedData:
+    return pipeline.prepare_data(ctx)
+
+
+@task(name="version-data", cache_policy=NONE)
+def version_data(ctx: PipelineContext) -> dict[str, str]:
+    from edgeopt.versioning import track_prepared
+
+    return track_prepared(ctx)
+
+
+@task(name="validate-data", cache_policy=NONE)
+def validate_data(ctx: PipelineContext) -> dict[str, Any]:
+    from edgeopt.validation import validate_eval_data
+
+    # Returned, not raised: the flow stops with one clear message instead of a task traceback.
+    return validate_eval_data(ctx.ws.data_dir, ctx.ws.validation_report).model_dump()
+
+
+@task(name="tokenize-inputs", cache_policy=NONE)
+def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedInputs:
+    return pipeline.tokenize_inputs(ctx, prepared)
+
+
+def _build_key(_: Any, p: dict[str, Any]) -> str:
+    return f"edgeopt-build-{p['ctx'].namespace}-{p['spec'].name}-{p['cache_key']}"
+
+
+@task(name="build-candidate", task_run_name="build-{spec.name}", cache_key_fn=_build_key,
+      persist_result=True)
+def build_candidate(
+    ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
+    parent: CandidateRecord | None, cache_key: str,
+) -> CandidateRecord:
+    return pipeline.build_candidate(ctx, spec, prepared, inputs, parent, cache_key)
+
+
+def _measure_key(_: Any, p: dict[str, Any]) -> str:
+    return f"edgeopt-measure-{p['ctx'].namespace}-{p['record'].name}-{p['key']}"
+
+
+@task(name="measure-candidate", task_run_name="measure-{record.name}", cache_key_fn=_measure_key,
+      persist_result=True)
+def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs,
+                      key: str) -> Measurement:
+    return pipeline.measure_candidate(ctx, record, inputs)
+
+
+@task(name="track-candidates", cache_policy=NONE)
+def track_candidates(ctx: PipelineContext, run: pipeline.TrackedRun, rows: list[CandidateResult],
+                     records: dict[str, CandidateRecord]) -> list[CandidateResult]:
+    return pipeline.track_candidates(ctx, run, rows, records)
+
+
+@task(name="select-candidate", cache_policy=NONE)
+def select(ctx: PipelineContext, run: pipeline.TrackedRun, rows: list[CandidateResult]) -> Selection:
+    return pipeline.select_and_log(ctx, run, rows)
+
+
+@task(name="promote-champion", cache_policy=NONE)
+def promote(ctx: PipelineContext, selection: Selection, prepared: PreparedData) -> Promotion:
+    return pipeline.promote_pick(ctx, selection, prepared)

@@ -1,0 +1,88 @@
+"""Gates, Pareto frontier and the pick rule on hand-built result rows."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from edgeopt.config import GatesConfig, PickRule, SelectionConfig
+from edgeopt.results import CandidateResult, LatencyStats, Measurement, Quality
+from edgeopt.selection import dominates, pareto_front, select
+
+
+def row(name: str, p50: float, size: float, rss: float, cos: float, r10: float = 1.0, mrr: float = 1.0,
+        status: str = "ok") -> CandidateResult:
+    lat = LatencyStats(batch_size=1, iterations=10, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50)
+    m = Measurement(candidate=name, threads=2, sequence_length=128, load_time_s=1.0, latency=lat, throughput=lat,
+                    throughput_items_per_s=1000 / p50, peak_rss_mb=rss, size_mb=size)
+    q = Quality(metrics={"cosine": cos, "recall@10": r10, "mrr": mrr},
+                retention={"cosine": cos, "recall@10": r10, "mrr": mrr})
+    if status != "ok":
+        return CandidateResult(name=name, recipe="r", parent=None, status=status, error="boom")  # type: ignore[arg-type]
+    return CandidateResult(name=name, recipe="r", parent=None, status="ok", measurement=m, quality=q)
+
+
+CFG = SelectionConfig(baseline="base")
+GATES = GatesConfig(min_quality_retention=0.95, min_speedup=2.0, min_footprint_reduction=0.5)
+
+
+def test_dominates_and_front_basics() -> None:
+    assert dominates([1, 1], [2, 1])
+    assert not dominates([1, 1], [1, 1])
+    assert not dominates([1, 2], [2, 1])
+    assert pareto_front({"a": [1, 2], "b": [2, 1], "c": [2, 2], "d": [1, 2]}) == ["a", "b", "d"]
+
+
+def test_front_is_exactly_the_non_dominated_set() -> None:
+    pts = {f"p{i}": [float(x), float(y)] for i, (x, y) in enumerate(itertools.product(range(4), repeat=2))}
+    front = pareto_front(pts)
+    assert front == ["p0"]  # (0, 0) dominates everything else
+    pts.pop("p0")
+    assert sorted(front := pareto_front(pts)) == ["p1", "p4"]  # (0,1) and (1,0)
+    for name, p in pts.items():
+        dominated = any(dominates(q, p) for q in pts.values())
+        assert (name in front) == (not dominated)
+
+
+def test_gates_and_pick() -> None:
+    rows = [
+        row("base", 10, 90, 600, 1.0),
+        row("fast-bad", 2, 20, 300, 0.90),            # fails quality
+        row("slow", 6, 20, 300, 0.999),               # fails speed-up (1.67x)
+        row("fat", 4, 80, 580, 0.999),                # fails footprint (11%, 3%)
+        row("good", 4, 45, 500, 0.995),               # passes: 2.5x, size -50%
+        row("better", 3, 23, 400, 0.995),             # passes, faster and smaller
+        row("lossy", 2.5, 23, 400, 0.97),             # passes gates, below the pick's 0.99
+        row("broken", 1, 1, 1, 1, status="failed"),
+    ]
+    sel = select("p", rows, GATES, CFG)
+    by = {r.name: r for r in sel.candidates}
+    assert not by["fast-bad"].passed_gates and not by["slow"].passed_gates and not by["fat"].passed_gates
+    assert by["good"].passed_gates and by["better"].passed_gates and by["lossy"].passed_gates
+    assert not by["broken"].passed_gates and by["broken"].gates == []
+    assert by["good"].speedup == pytest.approx(2.5)
+    assert "good" not in sel.frontier  # dominated by "better"
+    assert set(sel.frontier) == {"better", "lossy"}
+    assert sel.pick == "better"  # lossy is faster but under the pick's 0.99 retention
+
+
+def test_fallback_to_highest_retention_and_no_pick() -> None:
+    cfg = SelectionConfig(baseline="base", pick=PickRule(min_quality_retention=0.999))
+    rows = [row("base", 10, 90, 600, 1.0), row("a", 3, 20, 300, 0.97), row("b", 2, 30, 300, 0.96)]
+    sel = select("p", rows, GATES, cfg)
+    assert sel.pick == "a" and "highest-retention" in sel.reason
+    none = select("p", [row("base", 10, 90, 600, 1.0), row("a", 9, 20, 300, 0.99)], GATES, CFG)
+    assert none.pick is None and none.frontier == []
+
+
+def test_failed_baseline_means_no_selection() -> None:
+    sel = select("p", [row("base", 1, 1, 1, 1, status="failed"), row("a", 3, 20, 300, 0.99)], GATES, CFG)
+    assert sel.pick is None and "baseline" in sel.reason
+
+
+def test_quality_retention_is_the_weakest_metric() -> None:
+    sel = select("p", [row("base", 10, 90, 600, 1.0), row("a", 3, 20, 300, 0.999, r10=0.93)], GATES, CFG)
+    a = sel.candidates[1]
+    assert a.quality_retention == pytest.approx(0.93)
+    assert not a.passed_gates
