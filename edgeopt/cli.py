@@ -19,7 +19,8 @@ from edgeopt.results import Selection
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Optimize a model into edge-deployable variants, measure them, promote the best.")
-console = Console()
+# Off a terminal (CI logs, pipes) rich assumes 80 columns and squeezes the table unreadably.
+console = Console() if Console().is_terminal else Console(width=180)
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file (validated).")]
@@ -53,20 +54,21 @@ def _context(params: Path, pipeline: str | None) -> Any:
 
 
 def _check_writable(root: Path) -> None:
-    probe_dir = root
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    import os
+    """Probe by writing: permission bits say nothing for root, and a file may block the path."""
+    import tempfile
 
-    if not os.access(probe_dir, os.W_OK):
-        raise UserError(f"output folder is not writable: {probe_dir}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise UserError(f"output folder is not writable: {root} ({err.strerror or err})") from None
 
 
 def _preflight(ctx: Any) -> None:
     """Check what the user gave before starting an orchestrated run."""
     from edgeopt.config import HFFolderModel, JsonlData, OnnxFileModel
 
-    _check_writable(ctx.ws.root)
     model = ctx.cfg.model
     if isinstance(model, HFFolderModel | OnnxFileModel):
         path = model.path if model.path.is_absolute() else ctx.project_root / model.path
@@ -77,6 +79,7 @@ def _preflight(ctx: Any) -> None:
         path = data.path if data.path.is_absolute() else ctx.project_root / data.path
         if not path.is_file():
             raise UserError(f"pipelines.{ctx.namespace}.data.path: not found: {path}")
+    _check_writable(ctx.ws.root)
 
 
 class _ProgressBars:
@@ -289,7 +292,8 @@ def schema(output: Annotated[Path | None, typer.Option(help="Write to a file ins
 def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
     """Validate params.yaml and say so."""
     p = load_params(params)
-    console.print(f"{params}: valid ({', '.join(f'{k}: {len(v.candidates)} candidates' for k, v in p.pipelines.items())})")
+    counts = ", ".join(f"{k}: {len(v.candidates)} candidates" for k, v in p.pipelines.items())
+    console.print(f"{params}: valid ({counts})")
 
 
 @app.command()

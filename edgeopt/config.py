@@ -122,6 +122,9 @@ class GatesConfig(Strict):
 Objective = Literal["latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss", "load_time_s"]
 
 
+DEFAULT_OBJECTIVES: tuple[Objective, ...] = ("latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss")
+
+
 class PickRule(Strict):
     """Among frontier candidates with quality retention >= min, take the one lowest in `by`."""
 
@@ -132,9 +135,7 @@ class PickRule(Strict):
 class SelectionConfig(Strict):
     baseline: str = Field(pattern=SLUG)
     quality_metrics: list[str] = Field(default_factory=lambda: ["cosine", "recall@10", "mrr"])
-    objectives: list[Objective] = Field(
-        default_factory=lambda: ["latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss"]
-    )
+    objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     pick: PickRule = PickRule()
 
 

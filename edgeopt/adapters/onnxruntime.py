@@ -1,1 +1,637 @@
-"""Placeholder: being written."""
+"""ONNX export and ONNX Runtime passes (graph fusion, dynamic/static INT8), plus the onnxruntime runtime.
+
+torch, onnx and onnxruntime are imported inside functions so importing this module only registers.
+Every recipe writes one self-contained `model.onnx` (weights inline) into ctx.out_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt.errors import CandidateError
+from edgeopt.recipes import (
+    BuildContext,
+    BuildOutput,
+    Recipe,
+    register_recipe,
+    register_runtime,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+MODEL_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "sentence_embedding"
+# Activations feeding these come out of GELU: a few channels carry outliers hundreds of times the
+# median, so per-tensor 8-bit activation scales wreck them (see _gelu_consumers).
+_GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "Erf", "Tanh"})
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+@contextmanager
+def _library_errors(what: str) -> Iterator[None]:
+    """Turn any library failure into a CandidateError: the pipeline marks the candidate FAILED."""
+    try:
+        yield
+    except CandidateError:
+        raise
+    except Exception as exc:  # torch/onnx/onnxruntime raise anything from RuntimeError to bare Exception
+        raise CandidateError(f"{what} failed: {_short(exc)}") from exc
+
+
+def _parent_onnx(ctx: BuildContext, recipe: str) -> Path:
+    if ctx.parent is None or ctx.parent.format != "onnx":
+        got = "the base model" if ctx.parent is None else f"format {ctx.parent.format!r}"
+        raise CandidateError(f"{recipe} needs an ONNX parent, got {got}")
+    path = ctx.parent.dir / ctx.parent.model_file
+    if not path.is_file():
+        raise CandidateError(f"{recipe}: parent model {path} does not exist")
+    return path
+
+
+def _save_inline(model: onnx.ModelProto, path: Path) -> None:
+    """Save with every tensor inside the file (models here are far below protobuf's 2 GB limit)."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def _finalize(path: Path, source: Path | None = None) -> onnx.ModelProto:
+    """Make `path` one self-contained file, run the ONNX checker on it, and return the model.
+
+    source: where `path` was copied from; external-data side files are resolved next to it.
+    """
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    head = onnx.load(str(path), load_external_data=False)
+    if any(uses_external_data(t) for t in head.graph.initializer):
+        # Pull the weights in from the side file(s) and rewrite one file.
+        full = onnx.load(str(source or path), load_external_data=True)
+        for t in full.graph.initializer:
+            t.ClearField("data_location")
+            del t.external_data[:]
+        _save_inline(full, path)
+        head = full
+    onnx.checker.check_model(str(path))
+    return head
+
+
+def _precision(model: onnx.ModelProto) -> str:
+    """Best guess of a model's numeric precision, for models this module did not quantize itself."""
+    import onnx
+
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "DynamicQuantizeLinear", "QAttention"}:
+        return "int8"
+    dtypes = {t.data_type for t in model.graph.initializer}
+    if onnx.TensorProto.FLOAT16 in dtypes and onnx.TensorProto.FLOAT not in dtypes:
+        return "fp16"
+    return "fp32"
+
+
+def _quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
+    counts = Counter(n.op_type for n in model.graph.node)
+    return {
+        op: n
+        for op, n in sorted(counts.items())
+        if "quant" in op.lower() or "Integer" in op or op.startswith(("QLinear", "QAttention", "QEmbed", "QGemm"))
+    }
+
+
+def _heads_and_hidden(ctx: BuildContext) -> tuple[int, int, str | None]:
+    """num_heads/hidden_size from the base's config.json; 0 lets the optimizer detect them."""
+    candidates = [ctx.base.tokenizer_dir / "config.json"]
+    if ctx.base.path.is_dir():
+        candidates.insert(0, ctx.base.path / "config.json")
+    for cfg_path in candidates:
+        if cfg_path.is_file():
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except (OSError, ValueError):
+                continue
+            heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+            if isinstance(heads, int) and isinstance(hidden, int):
+                return heads, hidden, str(cfg_path)
+    return 0, 0, None
+
+
+def _make_feed(
+    inputs: list[tuple[str, type[np.integer]]], input_ids: np.ndarray, attention_mask: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Feed only the (name, integer dtype) inputs the graph declares; token_type_ids are zeros."""
+    available = {"input_ids": input_ids, "attention_mask": attention_mask}
+    feed: dict[str, np.ndarray] = {}
+    for name, dtype in inputs:
+        if name in available:
+            feed[name] = np.ascontiguousarray(available[name], dtype=dtype)
+        elif name == "token_type_ids":
+            feed[name] = np.zeros(np.shape(input_ids), dtype=dtype)
+        else:
+            raise CandidateError(f"the ONNX model needs an input this pipeline cannot supply: {name!r}")
+    return feed
+
+
+# --------------------------------------------------------------------------------------------
+# onnx-export
+
+
+class OnnxExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 17: first opset with a native LayerNormalization; the TorchScript exporter goes up to 20.
+    opset: int = Field(default=17, ge=14, le=20)
+    # "torchscript" gives the graph ORT's transformer optimizer fuses fully; see _export_hf.
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+
+
+def _export_hf(hf_dir: Path, out: Path, work: Path, opts: OnnxExportOptions, threads: int) -> dict[str, Any]:
+    import warnings
+
+    import torch
+
+    from edgeopt.adapters.torch_eager import sentence_encoder
+
+    # Exporter choice, measured on all-MiniLM-L6-v2 with torch 2.13 / transformers 5.23 / ORT 1.31:
+    # the legacy TorchScript exporter (dynamo=False, deprecated but present) with "eager" attention
+    # is the only combination after which onnxruntime's bert optimizer fuses Attention (6/6),
+    # EmbedLayerNormalization, SkipLayerNormalization (12) and BiasGelu (6). The dynamo exporter's
+    # graph (either attention implementation) and the sdpa trace get no Attention fusion at all,
+    # and the dynamo graph also needs opt_level 2 for SkipLayerNormalization. "dynamo" stays
+    # available, and is used as a fallback if a later torch removes the TorchScript exporter.
+    torch.set_num_threads(max(1, threads))
+    model = sentence_encoder(hf_dir, attn_implementation="eager")
+    # A padded second row, so the trace records the general attention-mask path. Token values do
+    # not matter to the trace; small ids fit any vocabulary.
+    input_ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 0, 0, 0, 0, 0]])
+    attention_mask = torch.tensor([[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]])
+    args = (input_ids, attention_mask)
+    tmp = work / MODEL_FILE
+    exporter = opts.exporter
+    opset = opts.opset
+    # inference_mode(False): tracing fails on inference tensors if a caller is in inference mode.
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # Tracer and deprecation warnings are expected here and say nothing about the result.
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            try:
+                torch.onnx.export(
+                    model,
+                    args,
+                    str(tmp),
+                    input_names=list(INPUT_NAMES),
+                    output_names=[OUTPUT_NAME],
+                    opset_version=opset,
+                    dynamo=False,
+                    dynamic_axes={
+                        "input_ids": {0: "batch", 1: "sequence"},
+                        "attention_mask": {0: "batch", 1: "sequence"},
+                        OUTPUT_NAME: {0: "batch"},
+                    },
+                )
+            except (ImportError, TypeError, NotImplementedError):
+                exporter = "dynamo"  # the TorchScript exporter is gone from this torch
+        if exporter == "dynamo":
+            opset = max(opset, 18)  # the dynamo exporter starts at opset 18
+            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+            program = torch.onnx.export(
+                model,
+                args,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+            )
+            if program is None:  # only the TorchScript path returns None
+                raise CandidateError("the dynamo exporter returned no ONNX program")
+            program.save(str(tmp), external_data=False)
+    _finalize(tmp)  # inline any external data written next to tmp
+    shutil.move(str(tmp), str(out))
+    return {"exporter": exporter, "opset": opset, "torch": torch.__version__}
+
+
+def _build_onnx_export(ctx: BuildContext) -> BuildOutput:
+    opts: OnnxExportOptions = ctx.options
+    out = ctx.out_dir / MODEL_FILE
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.parent is None and ctx.base.format == "onnx":
+        # A user's ONNX enters the candidate tree as-is (made self-contained if it has side files).
+        with _library_errors("copying the ONNX base model"):
+            shutil.copyfile(ctx.base.path, out)
+            head = _finalize(out, source=Path(ctx.base.path))
+        return BuildOutput(
+            format="onnx",
+            runtime="onnxruntime",
+            precision=_precision(head),
+            model_file=MODEL_FILE,
+            details={"source": "onnx-base", "copied_from": str(ctx.base.path)},
+        )
+    if ctx.parent is not None:
+        if ctx.parent.format != "hf":
+            raise CandidateError(f"onnx-export needs a Hugging Face parent, got {ctx.parent.format!r}")
+        hf_dir, source = ctx.parent.dir, ctx.parent.name
+    elif ctx.base.format == "hf":
+        hf_dir, source = ctx.base.path, "base"
+    else:
+        raise CandidateError(f"onnx-export cannot start from a base of format {ctx.base.format!r}")
+    work = ctx.out_dir / ".export"
+    work.mkdir()
+    try:
+        with _library_errors("ONNX export"):
+            details = _export_hf(Path(hf_dir), out, work, opts, ctx.threads)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    details.update({"source": source, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME})
+    return BuildOutput(format="onnx", runtime="onnxruntime", precision="fp32", model_file=MODEL_FILE, details=details)
+
+
+register_recipe(
+    Recipe(
+        name="onnx-export",
+        framework="onnx",
+        options_model=OnnxExportOptions,
+        accepts=("base", "hf"),
+        build=_build_onnx_export,
+        description="Export the sentence encoder (mean pooling + L2 norm) to one FP32 ONNX file; "
+        "an ONNX base model is copied.",
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------
+# ort-transformer-optimize
+
+
+class OrtOptimizeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 1 (ORT's default for bert): basic, provider-independent ORT passes, then the Python fusions.
+    # 2/99 fuse the same operators here and add nothing at run time (the session runs ORT_ENABLE_ALL
+    # anyway), but bake in CPU-specific nodes that later quantization passes may not understand.
+    opt_level: Literal[0, 1, 2, 99] = 1
+    model_type: str = "bert"
+
+
+def _build_ort_optimize(ctx: BuildContext) -> BuildOutput:
+    opts: OrtOptimizeOptions = ctx.options
+    src = _parent_onnx(ctx, "ort-transformer-optimize")
+    heads, hidden, cfg = _heads_and_hidden(ctx)
+    with _library_errors("onnxruntime transformer optimizer"):
+        from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
+
+        if opts.model_type not in MODEL_TYPES:
+            raise CandidateError(
+                f"unknown model_type {opts.model_type!r} for the ORT optimizer; known: {', '.join(sorted(MODEL_TYPES))}"
+            )
+        optimizer = optimize_model(
+            str(src),
+            model_type=opts.model_type,
+            num_heads=heads,
+            hidden_size=hidden,
+            opt_level=opts.opt_level,
+            use_gpu=False,
+        )
+        stats = {k: int(v) for k, v in optimizer.get_fused_operator_statistics().items() if v}
+        out = ctx.out_dir / MODEL_FILE
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        optimizer.save_model_to_file(str(out), use_external_data_format=False)
+        model = _finalize(out)
+    return BuildOutput(
+        format="onnx",
+        runtime="onnxruntime",
+        precision=_precision(model),
+        model_file=MODEL_FILE,
+        details={
+            "fused_operators": stats,
+            "opt_level": opts.opt_level,
+            "model_type": opts.model_type,
+            "num_heads": heads,
+            "hidden_size": hidden,
+            "shape_source": cfg or "detected from graph",
+        },
+    )
+
+
+register_recipe(
+    Recipe(
+        name="ort-transformer-optimize",
+        framework="onnxruntime",
+        options_model=OrtOptimizeOptions,
+        accepts=("onnx",),
+        build=_build_ort_optimize,
+        description="onnxruntime.transformers graph fusion (Attention, SkipLayerNorm, Gelu, ...).",
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------
+# ort-dynamic-int8
+
+
+class OrtDynamicInt8Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight_type: Literal["qint8", "quint8"] = "qint8"
+    # Measured on MiniLM (8 sentences, min cosine vs FP32): per-tensor 0.93 (qint8) / 0.97 (quint8),
+    # per-channel 0.991 for both.
+    per_channel: bool = True
+    # 7-bit weights only help CPUs without VNNI; with per-tensor scales it cost 0.1-0.15 cosine here.
+    reduce_range: bool = False
+
+
+def _quant_type(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[name]
+
+
+def _build_ort_dynamic(ctx: BuildContext) -> BuildOutput:
+    opts: OrtDynamicInt8Options = ctx.options
+    src = _parent_onnx(ctx, "ort-dynamic-int8")
+    out = ctx.out_dir / MODEL_FILE
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    with _library_errors("onnxruntime dynamic quantization"):
+        import onnx
+        from onnxruntime.quantization import quantize_dynamic
+
+        quantize_dynamic(
+            str(src),
+            str(out),
+            weight_type=_quant_type(opts.weight_type),
+            per_channel=opts.per_channel,
+            reduce_range=opts.reduce_range,
+            use_external_data_format=False,
+            # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference;
+            # their outputs are float, which is what this tells the quantizer.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        model = _finalize(out)
+    return BuildOutput(
+        format="onnx",
+        runtime="onnxruntime",
+        precision="int8",
+        model_file=MODEL_FILE,
+        details={
+            "mode": "dynamic",
+            "weight_type": opts.weight_type,
+            "per_channel": opts.per_channel,
+            "reduce_range": opts.reduce_range,
+            "quantized_ops": _quantized_ops(model),
+        },
+    )
+
+
+register_recipe(
+    Recipe(
+        name="ort-dynamic-int8",
+        framework="onnxruntime",
+        options_model=OrtDynamicInt8Options,
+        accepts=("onnx",),
+        build=_build_ort_dynamic,
+        description="onnxruntime dynamic quantization: INT8 weights, activations quantized at run time.",
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------
+# ort-static-int8
+
+
+class OrtStaticInt8Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # Per-channel weights: min cosine 0.986 vs 0.985 (unfused parent), 0.992 vs 0.989 (fused).
+    per_channel: bool = True
+    # ORT's guidance for x86 CPUs (VNNI or not): uint8 activations, int8 weights.
+    activation_type: Literal["quint8", "qint8"] = "quint8"
+    weight_type: Literal["qint8", "quint8"] = "qint8"
+    reduce_range: bool = False
+    calibration_samples: int = Field(default=64, ge=1)
+    # MatMul: the dense layers (only those with constant weights, see MatMulConstBOnly);
+    # Gather: the embedding tables, most of MiniLM's bytes.
+    op_types: list[str] = Field(default_factory=lambda: ["MatMul", "Gather"])
+    # Keep the MatMuls fed by GELU in float: quantizing them alone drops MiniLM's min cosine from
+    # 0.99 to 0.90 (layer 0's FFN output projection alone costs 0.04).
+    keep_fp32_after_gelu: bool = True
+    nodes_to_exclude: list[str] = Field(default_factory=list)
+
+
+def _gelu_consumers(model: onnx.ModelProto) -> list[str]:
+    """MatMuls whose activation input comes from a GELU (fused op, or the Erf/Tanh formula)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {t.name for t in model.graph.initializer}
+
+    def from_gelu(tensor: str, depth: int = 0) -> bool:
+        node = producer.get(tensor)
+        if node is None or depth > 4:
+            return False
+        if node.op_type in _GELU_OPS:
+            return True
+        if node.op_type not in ("Mul", "Add", "Div"):  # the arithmetic around Erf in x*0.5*(1+erf(x/√2))
+            return False
+        return any(from_gelu(i, depth + 1) for i in node.input if i and i not in constants)
+
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input and from_gelu(n.input[0])]
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[tuple[str, type[np.integer]]]:
+    import onnx
+
+    constants = {t.name for t in model.graph.initializer}
+    return [
+        (i.name, np.int32 if i.type.tensor_type.elem_type == onnx.TensorProto.INT32 else np.int64)
+        for i in model.graph.input
+        if i.name not in constants
+    ]
+
+
+def _calibration_batches(
+    model: onnx.ModelProto, calibration: dict[str, np.ndarray], cap: int, batch_size: int = 8
+) -> list[dict[str, np.ndarray]]:
+    ids, mask = calibration.get("input_ids"), calibration.get("attention_mask")
+    if ids is None or mask is None or len(ids) == 0:
+        raise CandidateError("static quantization needs calibration data (input_ids, attention_mask)")
+    ids, mask = np.asarray(ids)[:cap], np.asarray(mask)[:cap]
+    inputs = _graph_inputs(model)
+    # Small batches: MinMax/histogram calibrators aggregate across them, memory stays low.
+    return [
+        _make_feed(inputs, ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(ids), batch_size)
+    ]
+
+
+def _build_ort_static(ctx: BuildContext) -> BuildOutput:
+    opts: OrtStaticInt8Options = ctx.options
+    src = _parent_onnx(ctx, "ort-static-int8")
+    out = ctx.out_dir / MODEL_FILE
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    work = ctx.out_dir / ".work"
+    work.mkdir()
+    try:
+        with _library_errors("onnxruntime static quantization"):
+            import onnx
+            from onnxruntime.quantization import (
+                CalibrationDataReader,
+                CalibrationMethod,
+                QuantFormat,
+                quantize_static,
+            )
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            pre = work / "preprocessed.onnx"
+            try:
+                # auto_merge: symbolic shape inference otherwise stops on the exported mask arithmetic.
+                quant_pre_process(str(src), str(pre), auto_merge=True)
+                shape_inference = "symbolic"
+            except Exception:  # symbolic inference gives up on some graphs; ONNX's own still helps
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                shape_inference = "onnx"
+            pre_model = onnx.load(str(pre))
+            excluded = list(opts.nodes_to_exclude)
+            if opts.keep_fp32_after_gelu:
+                excluded += [n for n in _gelu_consumers(pre_model) if n not in excluded]
+            batches = _calibration_batches(pre_model, ctx.calibration, opts.calibration_samples)
+
+            class Reader(CalibrationDataReader):  # defined here: its base class is imported lazily
+                def __init__(self) -> None:
+                    self._it = iter(batches)
+
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    return next(self._it, None)
+
+                def rewind(self) -> None:
+                    self._it = iter(batches)
+
+            method = {
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[opts.calibrate_method]
+            quantize_static(
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=opts.op_types,
+                per_channel=opts.per_channel,
+                reduce_range=opts.reduce_range,
+                activation_type=_quant_type(opts.activation_type),
+                weight_type=_quant_type(opts.weight_type),
+                nodes_to_exclude=excluded or None,
+                calibrate_method=method,
+                use_external_data_format=False,
+                extra_options={
+                    # Activation x activation MatMuls (QK^T, attention x V) stay float.
+                    "MatMulConstBOnly": True,
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                },
+            )
+            model = _finalize(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildOutput(
+        format="onnx",
+        runtime="onnxruntime",
+        precision="int8",
+        model_file=MODEL_FILE,
+        details={
+            "mode": "static-qdq",
+            "calibrate_method": opts.calibrate_method,
+            "per_channel": opts.per_channel,
+            "activation_type": opts.activation_type,
+            "weight_type": opts.weight_type,
+            "reduce_range": opts.reduce_range,
+            "op_types": opts.op_types,
+            "calibration_samples": min(len(ctx.calibration["input_ids"]), opts.calibration_samples),
+            "calibration_seq_len": int(np.asarray(ctx.calibration["input_ids"]).shape[1]),
+            "excluded_nodes": excluded,
+            "shape_inference": shape_inference,
+            "quantized_ops": _quantized_ops(model),
+        },
+    )
+
+
+register_recipe(
+    Recipe(
+        name="ort-static-int8",
+        framework="onnxruntime",
+        options_model=OrtStaticInt8Options,
+        accepts=("onnx",),
+        build=_build_ort_static,
+        description="onnxruntime static QDQ quantization calibrated on the calibration set.",
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------
+# runtime
+
+
+class OrtRunner:
+    """One InferenceSession on the CPU provider, sequential, with a fixed intra-op thread count."""
+
+    def __init__(self, model_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._ort_version = ort.__version__
+        self._threads = threads
+        self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        self._inputs: list[tuple[str, type[np.integer]]] = [
+            (i.name, np.int32 if i.type == "tensor(int32)" else np.int64) for i in self._session.get_inputs()
+        ]
+        self._output = self._session.get_outputs()[0].name
+
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = _make_feed(self._inputs, input_ids, attention_mask)
+        (out,) = self._session.run([self._output], feed)
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim == 3:
+            # A user's model returning last_hidden_state: mean-pool over real tokens.
+            mask = np.asarray(attention_mask, dtype=np.float32)[:, :, None]
+            out = (out * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        elif out.ndim != 2:
+            raise CandidateError(f"unexpected output rank {out.ndim} from {self._output!r}")
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {
+            "onnxruntime": self._ort_version,
+            "providers": self._session.get_providers(),
+            "intra_op_threads": self._threads,
+            "inputs": [name for name, _ in self._inputs],
+        }
+
+
+@register_runtime("onnxruntime")
+def load_onnxruntime(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int) -> OrtRunner:
+    path = Path(candidate_dir) / model_file
+    if not path.is_file():
+        raise CandidateError(f"{path} does not exist")
+    with _library_errors(f"loading {path.name} in onnxruntime"):
+        return OrtRunner(path, threads)

@@ -142,6 +142,8 @@ class TorchRunner:
 @register_runtime("torch")
 def load_torch(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int) -> TorchRunner:
     # model_file names the safetensors weights; transformers finds them (and config.json) in the folder.
+    if not model_file.endswith((".safetensors", _SHARD_INDEX)):
+        raise CandidateError(f"the torch runtime loads safetensors weights only, not {model_file!r}")
     if not (Path(candidate_dir) / model_file).is_file():
-        raise CandidateError(f"{candidate_dir / model_file} does not exist")
+        raise CandidateError(f"{Path(candidate_dir) / model_file} does not exist")
     return TorchRunner(Path(candidate_dir), threads)

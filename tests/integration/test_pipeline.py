@@ -8,6 +8,7 @@ import time
 import mlflow
 import numpy as np
 import pytest
+
 from tests.integration.conftest import PipelineRun, reduced_params, write_params
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,7 @@ def test_champion_alias_sits_on_a_gated_frontier_candidate(pipeline_run: Pipelin
     assert pick.passed_gates and sel.pick in sel.frontier
     client = _client(pipeline_run)
     version = client.get_model_version_by_alias(promo.model_name, promo.alias)
-    assert version.version == promo.version
+    assert str(version.version) == promo.version
     assert version.tags["candidate"] == sel.pick
     assert version.run_id == pick.mlflow_run_id
 
@@ -118,16 +119,21 @@ def test_rerun_reuses_finished_work(pipeline_run: PipelineRun) -> None:
 
 
 def test_failed_expectation_stops_the_run(tmp_path) -> None:
+    """Data the loader accepts but an expectation rejects (a 2,500-character query)."""
     from flows.optimize import optimize
 
-    rows = [{"id": "same" if i < 2 else str(i), "query": f"question number {i} about files",
-             "document": f"Document {i} explains how files and streams work in detail."} for i in range(20)]
+    def document(i: int) -> str:
+        return " ".join(f"Sentence {k} of topic {i} explains how files and streams work." for k in range(4))
+
+    rows = [{"id": str(i), "query": f"question number {i} about files", "document": document(i)}
+            for i in range(20)]
+    rows[3]["query"] = "why " * 625
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     raw = reduced_params(tmp_path, data={"kind": "jsonl", "path": str(data), "fidelity_sentences": 8})
     state = optimize(str(write_params(tmp_path, raw)), ["minilm"], return_state=True)
     assert state.is_failed()
-    assert "expect_column_values_to_be_unique(retrieval.id)" in state.message
+    assert "expect_column_value_lengths_to_be_between(retrieval.query)" in state.message
     assert not (tmp_path / "outputs" / "minilm" / "candidates").exists()
     mlflow.set_tracking_uri(raw["tracking"]["uri"])
     assert mlflow.MlflowClient().search_registered_models() == []
