@@ -20,9 +20,10 @@ import numpy as np
 from edgeopt.config import CandidateSpec, Params, PipelineConfig
 from edgeopt.errors import CandidateError, UserError
 from edgeopt.lineage import library_versions
-from edgeopt.measure import measure_in_subprocess, quality_against
+from edgeopt.measure import measure_in_subprocess
 from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, get_recipe
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Record, Selection
+from edgeopt.workloads import get_workload
 from edgeopt.workspace import Workspace
 
 CODE_VERSION = "1"  # bump when a change in this package invalidates built candidates
@@ -107,29 +108,9 @@ def validate_data(ctx: PipelineContext) -> dict[str, object]:
 
 def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedInputs:
     """Tokenize every set once, so each candidate sees identical token ids."""
-    from transformers import AutoTokenizer
+    from edgeopt.workloads import get_workload
 
-    from edgeopt.data import load_calibration, load_retrieval, load_sentences
-
-    bench = ctx.cfg.benchmark
-    tok = AutoTokenizer.from_pretrained(prepared.tokenizer_dir)
-    pairs = load_retrieval(ctx.ws.data_dir)
-    sets = {
-        "fidelity": (load_sentences(ctx.ws.data_dir), "longest"),
-        "queries": ([p.query for p in pairs], "longest"),
-        "documents": ([p.document for p in pairs], "longest"),
-        # Fixed shapes: static quantizers calibrate on what the benchmark will run.
-        "calibration": (load_calibration(ctx.ws.data_dir), "max_length"),
-        # Documents are long, so the benchmark batch is real tokens at the full sequence length.
-        "bench": ([p.document for p in pairs][: bench.throughput_batch_size], "max_length"),
-    }
-    arrays: dict[str, np.ndarray] = {}
-    for name, (texts, padding) in sets.items():
-        enc = tok(texts, padding=padding, truncation=True, max_length=bench.sequence_length, return_tensors="np")
-        arrays[f"{name}_input_ids"] = enc["input_ids"].astype(np.int64)
-        arrays[f"{name}_attention_mask"] = enc["attention_mask"].astype(np.int64)
-    if arrays["bench_input_ids"].shape[0] < bench.throughput_batch_size:
-        raise UserError(f"need at least {bench.throughput_batch_size} retrieval pairs for the throughput batch")
+    arrays = get_workload(ctx.cfg.task).tokenize(Path(prepared.tokenizer_dir), ctx.ws.data_dir, ctx.cfg.benchmark)
     digest = hashlib.sha256()
     for key in sorted(arrays):
         digest.update(key.encode())
@@ -186,8 +167,7 @@ def build_candidate(
         result = recipe.build(BuildContext(
             base=prepared.base(), parent=parent_artifact, out_dir=tmp,
             options=recipe.options_model.model_validate(spec.options),
-            calibration={"input_ids": data["calibration_input_ids"],
-                         "attention_mask": data["calibration_attention_mask"]},
+            calibration=get_workload(ctx.cfg.task).calibration(data),
             threads=ctx.cfg.benchmark.threads,
         ))
     except CandidateError:
@@ -218,7 +198,8 @@ def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: Tok
     if measurement_present(ctx, record.name, key):
         return Measurement.model_validate_json((out / "measurement.json").read_text())
     key_file.unlink(missing_ok=True)
-    m = measure_in_subprocess(ws.candidate_dir(record.name), Path(inputs.path), ctx.cfg.benchmark, out)
+    m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), Path(inputs.path),
+                              ctx.cfg.benchmark, out)
     key_file.write_text(key)
     return m
 
@@ -230,6 +211,7 @@ def evaluate(
     """One row per configured candidate; quality is compared with the baseline's embeddings."""
     ws = ctx.ws
     baseline = ctx.cfg.selection.baseline
+    workload = get_workload(ctx.cfg.task)
     rows = []
     for spec in specs:
         rec = records.get(spec.name)
@@ -243,7 +225,7 @@ def evaluate(
         if baseline not in measurements:
             rows.append(CandidateResult(status="failed", error=f"baseline {baseline} was not measured", **common))
             continue
-        quality = quality_against(ws.measurement_dir(spec.name), ws.measurement_dir(baseline))
+        quality = workload.quality(ws.measurement_dir(spec.name), ws.measurement_dir(baseline))
         rows.append(CandidateResult(status="ok", measurement=measurements[spec.name], quality=quality, **common))
     return rows
 
@@ -412,22 +394,17 @@ def load_selection(ctx: PipelineContext) -> Selection:
 
 
 def promote_pick(ctx: PipelineContext, selection: Selection, prepared: PreparedData) -> Promotion:
-    """Register the pick and move the alias (only if it passed every gate)."""
+    """Register the pick and move the alias (only if it passed every gate and loads)."""
     from edgeopt import tracking
-    from edgeopt.data import load_sentences
     from edgeopt.promotion import promote
 
     tracking.configure(ctx.params, ctx.project_root)
     pick = next((r for r in selection.candidates if r.name == selection.pick), None)
-    probe, expected = load_sentences(ctx.ws.data_dir)[:4], None
-    if pick is not None:
-        emb = np.load(ctx.ws.measurement_dir(pick.name) / "embeddings.npz")["fidelity"]
-        expected = emb[: len(probe)]
     result = promote(
-        selection, ctx.cfg,
-        candidate_dir=ctx.ws.candidate_dir(selection.pick) if selection.pick else ctx.ws.candidates_dir,
+        selection, ctx.cfg, get_workload(ctx.cfg.task),
+        candidate_dir=ctx.ws.candidate_dir(pick.name) if pick else None,
         tokenizer_dir=Path(prepared.tokenizer_dir), pick_run_id=pick.mlflow_run_id if pick else None,
-        expected=expected, probe_texts=probe,
+        data_dir=ctx.ws.data_dir, measurement_dir=ctx.ws.measurement_dir(pick.name) if pick else None,
     )
     result.write(ctx.ws.promotion)
     return result
@@ -440,7 +417,7 @@ def measurement_key(ctx: PipelineContext, record: CandidateRecord, inputs: Token
 def measurement_present(ctx: PipelineContext, name: str, key: str) -> bool:
     out = ctx.ws.measurement_dir(name)
     key_file = out / "key.txt"
-    return key_file.is_file() and key_file.read_text() == key and (out / "embeddings.npz").is_file()
+    return key_file.is_file() and key_file.read_text() == key and (out / "measurement.json").is_file()
 
 
 def finish_tracking(run: TrackedRun, selection: Selection, promotion: Promotion | None) -> None:

@@ -15,7 +15,7 @@ from edgeopt.errors import UserError
 from edgeopt.results import CandidateRecord, Promotion, Selection
 
 if TYPE_CHECKING:
-    import numpy as np
+    from edgeopt.workloads import Workload
 
 HISTORY_TAG = "edgeopt.alias_history"
 
@@ -37,20 +37,22 @@ def current_version(client: object, name: str, alias: str) -> str | None:
 
 
 def promote(
-    selection: Selection, cfg: PipelineConfig, candidate_dir: Path, tokenizer_dir: Path,
-    pick_run_id: str | None, expected: np.ndarray | None = None, probe_texts: list[str] | None = None,
+    selection: Selection, cfg: PipelineConfig, workload: Workload, candidate_dir: Path | None,
+    tokenizer_dir: Path, pick_run_id: str | None, data_dir: Path, measurement_dir: Path | None,
 ) -> Promotion:
     """Log the pick as a pyfunc in its candidate run, register it, check it, then set the alias."""
     import mlflow
 
-    from edgeopt.serving import TextEmbeddingModel
-
     reg = cfg.registry
     client = mlflow.MlflowClient()
     previous = current_version(client, reg.model_name, reg.alias)
-    if selection.pick is None or pick_run_id is None:
-        return Promotion(pipeline=selection.pipeline, promoted=False, model_name=reg.model_name,
-                         alias=reg.alias, previous_version=previous, reason=selection.reason)
+
+    def outcome(promoted: bool, reason: str, **kw: str | None) -> Promotion:
+        return Promotion(pipeline=selection.pipeline, promoted=promoted, model_name=reg.model_name,
+                         alias=reg.alias, previous_version=previous, reason=reason, **kw)
+
+    if selection.pick is None or pick_run_id is None or candidate_dir is None or measurement_dir is None:
+        return outcome(False, selection.reason)
     row = next(r for r in selection.candidates if r.name == selection.pick)
     if not row.passed_gates:  # defensive: select() only picks gated rows
         raise UserError(f"refusing to promote {row.name}: it did not pass every gate")
@@ -58,41 +60,33 @@ def promote(
     with mlflow.start_run(run_id=pick_run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=TextEmbeddingModel(),
+            python_model=workload.python_model(),
             artifacts={"candidate": str(candidate_dir), "tokenizer": str(tokenizer_dir)},
             code_paths=[str(Path(__file__).parent)],
             model_config={"max_length": cfg.benchmark.sequence_length, "threads": cfg.benchmark.threads},
             pip_requirements=[],
-            metadata={"candidate": row.name, "recipe": row.recipe, "runtime": record.runtime},
+            metadata={"candidate": row.name, "recipe": row.recipe, "runtime": record.runtime,
+                      "task": workload.task},
         )
     version = mlflow.register_model(info.model_uri, reg.model_name,
-                                     tags={"candidate": row.name, "recipe": row.recipe,
-                                           "edgeopt.cache_key": record.cache_key,
-                                           "edgeopt.pipeline": selection.pipeline})
-    # Prove the registered artifact embeds text before anyone is pointed at it.
-    if probe_texts:
-        import numpy as np
-
-        loaded = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{version.version}")
-        got = np.asarray(loaded.predict(probe_texts))
-        if got.shape[0] != len(probe_texts) or not np.all(np.isfinite(got)):
-            client.set_model_version_tag(reg.model_name, version.version, "edgeopt.load_check", "failed")
-            return Promotion(pipeline=selection.pipeline, promoted=False, model_name=reg.model_name,
-                             alias=reg.alias, version=str(version.version), previous_version=previous,
-                             candidate=row.name, reason="registered version failed its load check")
-        if expected is not None:
-            cos = float(np.mean(np.sum(got * expected, axis=1)))
-            client.set_model_version_tag(reg.model_name, version.version, "edgeopt.load_check_cosine",
-                                         f"{cos:.6f}")
+                                    tags={"candidate": row.name, "recipe": row.recipe,
+                                          "edgeopt.cache_key": record.cache_key,
+                                          "edgeopt.pipeline": selection.pipeline})
+    v = str(version.version)
+    # Prove the registered artifact works before anyone is pointed at it.
+    loaded = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{v}")
+    ok, detail = workload.load_check(loaded, data_dir, measurement_dir)
+    client.set_model_version_tag(reg.model_name, v, "edgeopt.load_check", detail)
+    if not ok:
+        return outcome(False, f"registered version {v} failed its load check: {detail}", version=v,
+                       candidate=row.name)
     history = _history(client, reg.model_name, reg.alias)
     if previous is not None and (not history or history[-1] != previous):
         history.append(previous)
-    history.append(str(version.version))
-    client.set_registered_model_alias(reg.model_name, reg.alias, version.version)
+    history.append(v)
+    client.set_registered_model_alias(reg.model_name, reg.alias, v)
     client.set_registered_model_tag(reg.model_name, f"{HISTORY_TAG}.{reg.alias}", json.dumps(history[-50:]))
-    return Promotion(pipeline=selection.pipeline, promoted=True, model_name=reg.model_name, alias=reg.alias,
-                     version=str(version.version), previous_version=previous, candidate=row.name,
-                     reason=selection.reason)
+    return outcome(True, selection.reason, version=v, candidate=row.name)
 
 
 def rollback(model_name: str, alias: str) -> Promotion:

@@ -62,6 +62,7 @@ class Measurement(Record):
     throughput_items_per_s: float
     peak_rss_mb: float
     size_mb: float
+    extra: dict[str, float] = Field(default_factory=dict)  # workload-specific (tok/s, TTFT, ...)
     runtime_info: dict[str, Any] = Field(default_factory=dict)
 
 

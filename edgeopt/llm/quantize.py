@@ -12,6 +12,7 @@ import ctypes
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,8 @@ def _summary(
 ) -> dict[str, Any]:
     import gguf
 
-    from edgeopt.llm.gguf_reference import tensor_type_histogram
-
-    n_params = sum(int(t.n_elements) for t in gguf.GGUFReader(dst).tensors)
+    tensors = gguf.GGUFReader(dst).tensors
+    n_params = sum(int(t.n_elements) for t in tensors)
     size = dst.stat().st_size
     return {
         "src": str(src),
@@ -143,7 +143,7 @@ def _summary(
         "imatrix": str(imatrix) if imatrix is not None else None,
         "imatrix_entries": n_imatrix,
         "source_tensor_types": source_types,
-        "tensor_types": tensor_type_histogram(dst),
+        "tensor_types": dict(Counter(t.tensor_type.name for t in tensors).most_common()),
         "size_bytes": size,
         "bits_per_weight": round(8 * size / n_params, 3),
         "seconds": round(seconds, 2),

@@ -1,0 +1,75 @@
+"""Workloads: what "measure" and "quality" mean for one ML task (text-embedding, causal-lm, ...).
+
+The pipeline, the measurement subprocess and promotion are task-agnostic; they ask the
+workload of the pipeline's `task` to tokenize the inputs, time the runner, produce the outputs
+quality is computed from, compare them with the baseline's, and wrap the promoted model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.config import BenchmarkConfig
+from edgeopt.results import LatencyStats, Quality
+
+# task name -> module defining `WORKLOAD`. Adding a task = one module here + config.
+WORKLOAD_MODULES = {
+    "text-embedding": "edgeopt.workloads.text_embedding",
+}
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What the benchmark of one runner observed (in the measurement subprocess)."""
+
+    latency: LatencyStats  # the unit the gates compare: batch-1 request, or one decoded token
+    throughput: LatencyStats
+    throughput_items_per_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Workload(ABC):
+    task: str
+    # Quality metrics whose retention the gates read by default.
+    default_quality_metrics: tuple[str, ...]
+
+    @abstractmethod
+    def tokenize(self, tokenizer_dir: Path, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
+        """All token arrays every candidate will see (saved once as inputs.npz)."""
+
+    @abstractmethod
+    def calibration(self, inputs: Any) -> dict[str, np.ndarray]:
+        """The calibration arrays handed to recipes that quantize statically."""
+
+    @abstractmethod
+    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig) -> Speed:
+        """Time the runner after warm-up (child process)."""
+
+    @abstractmethod
+    def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
+        """Run the quality sets and save what `quality` compares (child process)."""
+
+    @abstractmethod
+    def quality(self, candidate_dir: Path, baseline_dir: Path) -> Quality:
+        """Compare a candidate's saved outputs with the baseline's (parent process)."""
+
+    @abstractmethod
+    def python_model(self) -> Any:
+        """The mlflow.pyfunc.PythonModel that serves a promoted candidate."""
+
+    @abstractmethod
+    def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:
+        """Prove a registered model works before the alias moves to it."""
+
+
+def get_workload(task: str) -> Workload:
+    if task not in WORKLOAD_MODULES:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(WORKLOAD_MODULES)}")
+    workload: Workload = importlib.import_module(WORKLOAD_MODULES[task]).WORKLOAD
+    return workload
