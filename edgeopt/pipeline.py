@@ -291,6 +291,10 @@ def run_candidates(
         if spec.parent is not None and spec.parent not in records:
             errors[spec.name] = ("skipped", f"parent {spec.parent} was not built")
             continue
+        unmet = get_recipe(spec.recipe).requires.unmet()
+        if unmet:
+            errors[spec.name] = ("skipped", unmet)
+            continue
         parent = records.get(spec.parent) if spec.parent else None
         key = candidate_cache_key(spec, prepared, parent.cache_key if parent else None, inputs, versions)
         try:

@@ -8,6 +8,8 @@ they import their heavy libraries inside functions, so reading the registry stay
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,42 @@ class EmbeddingRunner(Protocol):
         ...
 
 
+def cpu_flags() -> frozenset[str]:
+    """ISA flags of this CPU (Linux /proc/cpuinfo); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a recipe needs from the machine. Unmet: the candidate is SKIPPED with the reason."""
+
+    modules: tuple[str, ...] = ()  # importable top-level modules
+    cpu_flags: tuple[str, ...] = ()  # e.g. ("avx2",); checked on x86 Linux only
+    platforms: tuple[str, ...] = ()  # platform.system() values, e.g. ("Linux", "Darwin")
+    machines: tuple[str, ...] = ()  # platform.machine() values, e.g. ("x86_64", "arm64")
+
+    def unmet(self) -> str | None:
+        missing = [m for m in self.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"needs Python module(s) {', '.join(missing)}, not installed"
+        if self.platforms and platform.system() not in self.platforms:
+            return f"needs platform {'/'.join(self.platforms)}, this is {platform.system()}"
+        if self.machines and platform.machine() not in self.machines:
+            return f"needs CPU architecture {'/'.join(self.machines)}, this is {platform.machine()}"
+        flags = cpu_flags()
+        lacking = [f for f in self.cpu_flags if flags and f not in flags]
+        if lacking:
+            return f"needs CPU feature(s) {', '.join(lacking)}"
+        return None
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -82,6 +120,8 @@ class Recipe:
     accepts: tuple[str, ...]  # parent formats it can start from; "base" means the base model
     build: Callable[[BuildContext], BuildOutput]
     description: str = ""
+    requires: Requirements = Requirements()
+    tasks: tuple[str, ...] = ("text-embedding",)  # the workloads its output can run
 
 
 # runtime name -> loader(candidate_dir, model_file, details, threads) -> runner
