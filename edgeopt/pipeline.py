@@ -14,8 +14,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgeopt.config import CandidateSpec, Params, PipelineConfig
 from edgeopt.errors import CandidateError, UserError
@@ -53,10 +55,14 @@ class PreparedData(Record):
     data_digest: str
     n_pairs: int
     n_sentences: int
+    base_variants: dict[str, str] = Field(default_factory=dict)
+    base_details: dict[str, Any] = Field(default_factory=dict)
 
     def base(self) -> BaseModelInfo:
         return BaseModelInfo(path=Path(self.base_path), format=self.base_format,
-                             tokenizer_dir=Path(self.tokenizer_dir), sha256=self.base_sha256, task=self.task)
+                             tokenizer_dir=Path(self.tokenizer_dir), sha256=self.base_sha256, task=self.task,
+                             variants={k: Path(v) for k, v in self.base_variants.items()},
+                             details=self.base_details)
 
 
 class TokenizedInputs(Record):
@@ -85,6 +91,7 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
         base_path=str(base.path), base_format=base.format, tokenizer_dir=str(base.tokenizer_dir),
         base_sha256=base.sha256, task=base.task, data_digest=summary.sha256,
         n_pairs=summary.n_pairs, n_sentences=summary.n_sentences,
+        base_variants={k: str(v) for k, v in base.variants.items()}, base_details=base.details,
     )
     prepared.write(ws.base_info)
     return prepared

@@ -35,10 +35,14 @@ class BaseModelInfo:
     """The materialized base model every candidate derives from."""
 
     path: Path  # a Hugging Face folder, or an ONNX file
-    format: str  # "hf" | "onnx"
+    format: str  # "hf" | "onnx" | "gguf"
     tokenizer_dir: Path
     sha256: str
     task: str
+    # The same weights in other formats, e.g. {"gguf": reference.gguf, "hf": hf/} for an LLM
+    # shipped as GGUF: recipes take the form they start from.
+    variants: dict[str, Path] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # lineage (e.g. "dequantized from Q4_1")
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,31 @@ class BuildOutput:
 
 
 class EmbeddingRunner(Protocol):
+    """What a text-embedding runtime returns."""
+
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Return L2-normalised sentence embeddings, float32 [batch, dim]."""
+        ...
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Timings of one greedy generation: the prompt pass, then one entry per decoded token."""
+
+    ttft_s: float  # prompt processing up to the first generated token
+    decode_s: list[float]  # wall time of each further token
+    token_ids: list[int]
+
+
+class CausalLMRunner(Protocol):
+    """What a causal-lm runtime returns."""
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        """One window [T] int64 from a fresh state -> next-token logits float32 [T, vocab]."""
+        ...
+
+    def generate(self, prompt_ids: np.ndarray, max_new_tokens: int) -> Generation:
+        """Greedy decoding from a fresh state (KV cache where the runtime has one)."""
         ...
 
 
@@ -124,8 +151,8 @@ class Recipe:
     tasks: tuple[str, ...] = ("text-embedding",)  # the workloads its output can run
 
 
-# runtime name -> loader(candidate_dir, model_file, details, threads) -> runner
-RuntimeLoader = Callable[[Path, str, dict[str, Any], int], EmbeddingRunner]
+# runtime name -> loader(candidate_dir, model_file, details, threads) -> runner of the task
+RuntimeLoader = Callable[[Path, str, dict[str, Any], int], Any]
 
 _RECIPES: dict[str, Recipe] = {}
 _RUNTIMES: dict[str, RuntimeLoader] = {}

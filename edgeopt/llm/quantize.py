@@ -44,7 +44,7 @@ def imatrix_supported() -> bool:
     """Whether the installed bindings pass importance-matrix data to the quantizer (typed struct array)."""
     import llama_cpp
 
-    fields = dict(llama_cpp.llama_model_quantize_params._fields_)
+    fields = {f[0] for f in llama_cpp.llama_model_quantize_params._fields_}
     return hasattr(llama_cpp, "llama_model_imatrix_data") and "imatrix" in fields
 
 
