@@ -15,7 +15,7 @@ run: install
 test: install lint typecheck pytest
 
 lint:
-	$(BIN)/ruff check edgeopt flows tasks tests
+	$(BIN)/ruff check edgeopt flows tasks tests bench deployments
 
 typecheck:
 	$(BIN)/mypy
@@ -25,3 +25,6 @@ pytest:
 
 clean:
 	rm -rf outputs mlflow.db mlruns/*/ .dvc-storage
+
+bench: install
+	$(BIN)/python bench/run_bench.py

@@ -89,6 +89,10 @@ def _copy_hf(src: Path, dst: Path) -> None:
 
 def materialize(source: ModelSource, dest: Path, task: str, project_root: Path) -> BaseModelInfo:
     """Check the source and copy it to `dest` atomically; return what candidates build from."""
+    if task == "causal-lm":  # a reference GGUF + HF folder + tokenizer, cached by source hash
+        from edgeopt.llm.reference_model import materialize_causal_lm
+
+        return materialize_causal_lm(source, dest, project_root)
 
     def rel(p: Path) -> Path:
         return p if p.is_absolute() else project_root / p

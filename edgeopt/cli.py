@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeopt.config import json_schema, load_params
@@ -37,7 +38,10 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            # One line, always: some library messages (YAML, safetensors) carry their own newlines.
+            # escape: a message quoting "[...]" (YAML, paths) is text, not rich markup.
+            err_console.print(f"[bold red]error:[/] {escape(' '.join(str(err).split()))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -65,21 +69,68 @@ def _check_writable(root: Path) -> None:
         raise UserError(f"output folder is not writable: {root} ({err.strerror or err})") from None
 
 
-def _preflight(ctx: Any) -> None:
-    """Check what the user gave before starting an orchestrated run."""
-    from edgeopt.config import HFFolderModel, JsonlData, OnnxFileModel
+def _one_line(err: UserError) -> UserError:
+    text = str(err).strip().splitlines()
+    return UserError(text[0] if text else "invalid input")
 
+
+def _preflight(ctx: Any) -> None:
+    """Check everything the user gave before an orchestrated run starts: the model files
+    (existence and integrity), the evaluation data, then the output folder. Nothing is written
+    to the workspace, and nothing reaches the registry, unless all of it passes."""
+    try:
+        _check_inputs(ctx)
+    except UserError as err:
+        raise _one_line(err) from None
+    _check_writable(ctx.ws.root)
+
+
+def _check_inputs(ctx: Any) -> None:
+    from edgeopt.config import GgufFileModel, HFFolderModel, JsonlData, OnnxFileModel, TextWindowsData
+
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else ctx.project_root / p
+
+    where = f"pipelines.{ctx.namespace}"
     model = ctx.cfg.model
-    if isinstance(model, HFFolderModel | OnnxFileModel):
-        path = model.path if model.path.is_absolute() else ctx.project_root / model.path
+    if isinstance(model, HFFolderModel | OnnxFileModel | GgufFileModel):
+        path = rel(model.path)
         if not path.exists():
-            raise UserError(f"pipelines.{ctx.namespace}.model.path: not found: {path}")
+            raise UserError(f"{where}.model.path: not found: {path}")
+        if isinstance(model, HFFolderModel):
+            from edgeopt.base_model import check_hf_folder
+
+            check_hf_folder(path)
+        elif isinstance(model, OnnxFileModel):
+            from edgeopt.base_model import check_onnx_file
+
+            check_onnx_file(path)
+            if not rel(model.tokenizer).is_dir():
+                raise UserError(f"{where}.model.tokenizer: not found: {rel(model.tokenizer)}")
+        else:
+            from edgeopt.integrity import check_gguf_file
+
+            check_gguf_file(path)
     data = ctx.cfg.data
     if isinstance(data, JsonlData):
-        path = data.path if data.path.is_absolute() else ctx.project_root / data.path
+        path = rel(data.path)
         if not path.is_file():
-            raise UserError(f"pipelines.{ctx.namespace}.data.path: not found: {path}")
-    _check_writable(ctx.ws.root)
+            raise UserError(f"{where}.data.path: not found: {path}")
+        _check_eval_data(data.model_copy(update={"path": path}))
+    elif isinstance(data, TextWindowsData) and isinstance(data.source, Path):
+        path = rel(data.source)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise UserError(f"{where}.data.source: not found or empty: {path}")
+
+
+def _check_eval_data(data: Any) -> None:
+    """Build the evaluation data once into a throw-away folder: the same checks `prepare` runs."""
+    import tempfile
+
+    from edgeopt.data import build_eval_data
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
+        build_eval_data(data, Path(tmp) / "data")
 
 
 class _ProgressBars:
@@ -112,7 +163,37 @@ class _ProgressBars:
         self.progress.stop()
 
 
+def _is_causal_lm(selection: Selection) -> bool:
+    return any(r.quality is not None and "kld" in r.quality.metrics for r in selection.candidates)
+
+
+def _llm_results_table(selection: Selection, champion: str | None) -> Table:
+    """causal-lm: quality against the reference, prompt/decode speed and the bandwidth roof."""
+    t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
+    for col in ("candidate", "recipe", "status", "size MB", "RSS MB", "PPL", "KLD", "top-1", "prompt tok/s",
+                "decode tok/s", "TTFT ms", "roof %", "speed-up", "gates", "front", "champion"):
+        t.add_column(col, justify="left" if col in {"candidate", "recipe", "status", "gates"} else "right")
+    for r in selection.candidates:
+        m, q = r.measurement, r.quality
+        if r.status != "ok" or m is None or q is None:
+            t.add_row(r.name, r.recipe, f"[red]{r.status}[/]", *["-"] * 10, (r.error or "")[:60], "", "")
+            continue
+        gates = "pass" if r.passed_gates else ",".join(g.name for g in r.gates if not g.passed) or "-"
+        x = m.extra
+        roof = f"{100 * x['roof_fraction']:.0f}" if "roof_fraction" in x else "-"
+        t.add_row(
+            r.name, r.recipe, "ok", f"{m.size_mb:.1f}", f"{m.peak_rss_mb:.0f}", f"{q.metrics['ppl']:.3f}",
+            f"{q.metrics['kld']:.2e}", f"{q.metrics['top1']:.3f}", f"{x.get('prompt_tok_s', 0):.0f}",
+            f"{m.throughput_items_per_s:.1f}", f"{x.get('ttft_ms', 0):.0f}", roof,
+            f"{r.speedup:.2f}x" if r.speedup else "-", gates,
+            "*" if r.name in selection.frontier else "", "champion" if r.name == champion else "",
+        )
+    return t
+
+
 def results_table(selection: Selection, champion: str | None = None) -> Table:
+    if _is_causal_lm(selection):
+        return _llm_results_table(selection, champion)
     t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
     for col in ("candidate", "recipe", "status", "p50 ms", "p99 ms", "items/s", "size MB", "RSS MB",
                 "cosine", "R@10 ret", "MRR ret", "speed-up", "gates", "front", "champion"):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgeopt.errors import UserError
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # Prefect work pools and concurrency limits
 
 
 class Strict(BaseModel):
@@ -106,6 +107,7 @@ class CandidateSpec(Strict):
     recipe: str
     parent: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True  # False: listed (and validated) but not built; shown as skipped
 
     @model_validator(mode="after")
     def _options_match_recipe(self) -> CandidateSpec:
@@ -240,7 +242,26 @@ class OrchestrationConfig(Strict):
     max_workers: int = Field(1, ge=1)  # concurrent candidate builds (threads or Dask workers)
     dask_address: str | None = None  # an existing Dask scheduler; None starts a LocalCluster
     # A global concurrency limit: one benchmark per machine at a time keeps timings clean.
-    benchmark_concurrency_limit: str = "edgeopt-benchmark"
+    benchmark_concurrency_limit: str = Field("edgeopt-benchmark", pattern=NAME)
+    benchmark_wait_s: float = Field(7200, gt=0)  # how long a measurement waits for that slot
+    # Deployments (deployments/deploy.py): the pool the optimize flows run on, and the nightly
+    # re-optimization of every pipeline (null: no schedule).
+    work_pool: str = Field("edgeopt", pattern=NAME)
+    schedule_cron: str | None = "0 2 * * *"
+    schedule_timezone: str = "UTC"
+
+
+TARGET = r"^[a-z0-9][a-z0-9_-]*$"  # also part of an MLflow alias (`champion-<target>`): no dots
+
+
+class TargetConfig(Strict):
+    """A measurement target: a device whose Prefect worker polls the target's own work pool."""
+
+    work_pool: str | None = Field(None, pattern=NAME)  # None: `edgeopt-<target>`
+    # None: `<benchmark_concurrency_limit>-<target>`; targets that share a machine share a limit.
+    concurrency_limit: str | None = Field(None, pattern=NAME)
+    threads: int | None = Field(None, ge=1)  # benchmark threads there; None: the pipeline's
+    timeout_s: float = Field(7200, gt=0)  # how long the optimize flow waits for the target's run
 
 
 class IsolationConfig(Strict):
@@ -256,6 +277,15 @@ class Params(Strict):
     orchestration: OrchestrationConfig = OrchestrationConfig()
     isolation: IsolationConfig = IsolationConfig()
     pipelines: dict[str, PipelineConfig]
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)  # measurement devices (optional)
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, v: dict[str, TargetConfig]) -> dict[str, TargetConfig]:
+        bad = [k for k in v if not re.match(TARGET, k) or k == "local"]
+        if bad:
+            raise ValueError(f"target names must be lowercase slugs without dots, not 'local': {bad}")
+        return v
 
     @field_validator("pipelines")
     @classmethod

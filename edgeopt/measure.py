@@ -1,4 +1,4 @@
-"""Measure one candidate in a fresh subprocess, identically for every candidate.
+"""Measure one candidate in a fresh, isolated subprocess, identically for every candidate.
 
 The parent tokenizes once (`inputs.npz`), so every runtime sees the same token ids. The child
 loads the candidate through its runtime adapter, lets the pipeline's workload time it after
@@ -9,9 +9,7 @@ numbers are computed in the parent against the baseline's outputs.
 from __future__ import annotations
 
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,15 +39,18 @@ def run_in_this_process(
 
     workload = get_workload(task)
     record = CandidateRecord.model_validate_json((candidate_dir / "candidate.json").read_text())
-    data = np.load(inputs)
+    model_path = (candidate_dir / record.model_file).resolve()
+    if not model_path.is_relative_to(candidate_dir.resolve()):
+        raise CandidateError(f"model file {record.model_file!r} points outside its candidate folder")
+    data = np.load(inputs, allow_pickle=False)
     t0 = time.perf_counter()
     runner = get_runtime(record.runtime)(candidate_dir, record.model_file, record.details, bench.threads)
     load_time = time.perf_counter() - t0
 
-    speed = workload.benchmark(runner, data, bench)
-    # ru_maxrss is in KiB on Linux: the peak of the process, imports and model included,
-    # read before the quality sets so their larger batches do not count.
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    speed = workload.benchmark(runner, data, bench, out_dir)
+    # The peak of the process, imports and model included, read before the quality sets so their
+    # larger batches do not count.
+    peak_rss_mb = _peak_rss_mb()
     out_dir.mkdir(parents=True, exist_ok=True)
     workload.write_outputs(runner, data, bench, out_dir)
     size = tree_size_bytes(candidate_dir) - (candidate_dir / "candidate.json").stat().st_size
@@ -64,37 +65,68 @@ def run_in_this_process(
     return m
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS. Linux's ru_maxrss also keeps the high-water mark of the image the
+    child was forked from (exec records the old mm's peak), so a child of a 1 GB parent reports >= 1 GB;
+    /proc/self/status VmHWM belongs to the current address space only."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; other OSes: no /proc
+
+
 def measure_in_subprocess(
-    task: str, candidate_dir: Path, inputs: Path, bench: BenchmarkConfig, out_dir: Path
+    task: str, candidate_dir: Path, inputs: Path, bench: BenchmarkConfig, out_dir: Path,
+    memory_limit_mb: int | None = None,
 ) -> Measurement:
-    """Run the measurement in a fresh interpreter; a crash or hang fails only this candidate."""
+    """Run the measurement in a fresh, isolated interpreter (edgeopt.isolation): a crash, hang or
+    runaway allocation fails only this candidate, with the tail of `measure.log` in the error."""
+    from edgeopt.isolation import exit_text, failure, log_tail, plugin_modules, run_child
+    from edgeopt.recipes import get_runtime
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    record = CandidateRecord.model_validate_json((candidate_dir / "candidate.json").read_text())
+    try:
+        plugins = plugin_modules([get_runtime(record.runtime)])
+    except ValueError as err:  # an unknown runtime: say so instead of crashing the child
+        raise CandidateError(str(err)) from None
     spec = {"task": task, "candidate_dir": str(candidate_dir), "inputs": str(inputs), "out_dir": str(out_dir),
             "bench": bench.model_dump()}
-    env = {**os.environ, **thread_env(bench.threads)}
     log = out_dir / "measure.log"
     (out_dir / MEASUREMENT_FILE).unlink(missing_ok=True)
+    run = run_child("edgeopt.measure", spec, log=log, timeout_s=bench.timeout_s, memory_limit_mb=memory_limit_mb,
+                    what="measurement", env=thread_env(bench.threads), plugins=plugins)
+    if run.returncode == 3:  # the child caught the error and printed it as its last line
+        last = log_tail(log, 1).removeprefix("error: ")
+        raise failure("measurement", f"failed: {last}", log)
+    if run.returncode != 0:
+        raise failure("measurement", f"crashed: {exit_text(run.returncode)}", log)
     try:
-        with log.open("w") as logf:
-            proc = subprocess.run([sys.executable, "-m", "edgeopt.measure", json.dumps(spec)],
-                                  stdout=logf, stderr=subprocess.STDOUT, env=env, timeout=bench.timeout_s)
-    except subprocess.TimeoutExpired:
-        raise CandidateError(f"measurement timed out after {bench.timeout_s:g} s (log: {log})") from None
-    if proc.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
-        raise CandidateError(f"measurement process exited {proc.returncode}: {tail[0]} (log: {log})")
-    return Measurement.model_validate_json((out_dir / MEASUREMENT_FILE).read_text())
+        return Measurement.model_validate_json((out_dir / MEASUREMENT_FILE).read_text())
+    except (OSError, ValueError):
+        raise failure("measurement", "ended without writing measurement.json", log) from None
 
 
 def _main(argv: list[str]) -> int:
+    import traceback
+
+    from edgeopt.isolation import error_text, setup_child
+
     spec = json.loads(argv[0])
-    run_in_this_process(spec["task"], Path(spec["candidate_dir"]), Path(spec["inputs"]),
-                        BenchmarkConfig.model_validate(spec["bench"]), Path(spec["out_dir"]))
+    setup_child(spec)
+    try:
+        run_in_this_process(spec["task"], Path(spec["candidate_dir"]), Path(spec["inputs"]),
+                            BenchmarkConfig.model_validate(spec["bench"]), Path(spec["out_dir"]))
+    except Exception as err:  # the runtime's own failure: its last line names it for the parent
+        traceback.print_exc()
+        print(f"error: {error_text(err, spec)}", flush=True)
+        return 3
     return 0
 
 
 if __name__ == "__main__":
-    from edgeopt.environment import quiet_offline_defaults
-
-    quiet_offline_defaults()
     raise SystemExit(_main(sys.argv[1:]))

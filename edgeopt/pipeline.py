@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from edgeopt import stageclock
 from edgeopt.config import CandidateSpec, Params, PipelineConfig
 from edgeopt.errors import CandidateError, UserError
 from edgeopt.lineage import library_versions
 from edgeopt.measure import measure_in_subprocess
-from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, get_recipe
+from edgeopt.recipes import BaseModelInfo, ParentArtifact, get_recipe
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Record, Selection
 from edgeopt.workloads import get_workload
 from edgeopt.workspace import Workspace
@@ -85,8 +86,9 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
 
     ws = ctx.ws
     ws.root.mkdir(parents=True, exist_ok=True)
-    base = materialize(ctx.cfg.model, ws.base_dir, ctx.cfg.task, ctx.project_root)
-    summary = build_eval_data(ctx.cfg.data, ws.data_dir)
+    with stageclock.stage("prepare"):
+        base = materialize(ctx.cfg.model, ws.base_dir, ctx.cfg.task, ctx.project_root)
+        summary = build_eval_data(resolve_data_paths(ctx), ws.data_dir, base)  # causal-lm: scored by base
     prepared = PreparedData(
         base_path=str(base.path), base_format=base.format, tokenizer_dir=str(base.tokenizer_dir),
         base_sha256=base.sha256, task=base.task, data_digest=summary.sha256,
@@ -95,6 +97,18 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
     )
     prepared.write(ws.base_info)
     return prepared
+
+
+def resolve_data_paths(ctx: PipelineContext) -> Any:
+    """Paths in params.yaml are relative to its folder, not to the current directory."""
+    data = ctx.cfg.data
+    path = getattr(data, "path", None)
+    if isinstance(path, Path) and not path.is_absolute():
+        return data.model_copy(update={"path": ctx.project_root / path})
+    source = getattr(data, "source", None)
+    if isinstance(source, Path) and not source.is_absolute():
+        return data.model_copy(update={"source": ctx.project_root / source})
+    return data
 
 
 def load_prepared(ctx: PipelineContext) -> PreparedData:
@@ -117,7 +131,9 @@ def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedIn
     """Tokenize every set once, so each candidate sees identical token ids."""
     from edgeopt.workloads import get_workload
 
-    arrays = get_workload(ctx.cfg.task).tokenize(Path(prepared.tokenizer_dir), ctx.ws.data_dir, ctx.cfg.benchmark)
+    with stageclock.stage("tokenize"):
+        arrays = get_workload(ctx.cfg.task).tokenize(Path(prepared.tokenizer_dir), ctx.ws.data_dir,
+                                                     ctx.cfg.benchmark)
     digest = hashlib.sha256()
     for key in sorted(arrays):
         digest.update(key.encode())
@@ -144,18 +160,59 @@ def ordered_candidates(cfg: PipelineConfig) -> list[CandidateSpec]:
     return list(cfg.candidates)
 
 
+def _cached_candidate(out: Path, cache_key: str) -> CandidateRecord | None:
+    """The finished candidate in `out` if it was built with this cache key and its model file is there."""
+    try:
+        record = CandidateRecord.model_validate_json((out / "candidate.json").read_text())
+    except (OSError, ValueError):  # absent, or not ours to trust: rebuild
+        return None
+    if record.cache_key != cache_key or not (out / record.model_file).exists():
+        return None
+    return record
+
+
+def _staging_dirs(root: Path, name: str) -> list[Path]:
+    """Leftover staging folders of `name` (`<name>.<pid>-<hex>`): builds that were killed mid-way."""
+    import re
+
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir()
+            if p.name.rsplit(".", 1)[0] == name and re.fullmatch(r"\d+-[0-9a-f]{8}", p.name.rsplit(".", 1)[-1])]
+
+
+def _confined_output(ws: Workspace, folder: Path, model_file: str) -> None:
+    """A recipe's output must stay inside its folder: no model file or symlink pointing out of it."""
+    target = (folder / model_file).resolve()
+    if not target.is_relative_to(folder.resolve()) or not target.exists():
+        raise CandidateError(f"the recipe's model file {model_file!r} is not inside its output folder")
+    for p in folder.rglob("*"):
+        if p.is_symlink() and not p.resolve().is_relative_to(ws.root):
+            raise CandidateError(f"the recipe's output links outside the workspace: {p.name} -> {p.resolve()}")
+
+
 def build_candidate(
     ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
     parent: CandidateRecord | None, cache_key: str,
 ) -> CandidateRecord:
-    """Build one candidate into its folder, atomically; reuse it when the cache key matches."""
+    """Build one candidate in an isolated child process (timeout, memory limit) and publish it
+    atomically; reuse it when the cache key matches.
+
+    The build writes into `<workspace>/.staging/<name>.<pid>-<hex>/out`; only a finished build is
+    renamed to `candidates/<name>`, so a kill at any point leaves nothing a later run would use.
+    The child's output goes to `measurements/<name>/build.log`.
+    """
+    import os
+    import secrets
+
+    from edgeopt.isolation import build_isolated, file_lock
+    from edgeopt.measure import thread_env
+
     ws = ctx.ws
     out = ws.candidate_dir(spec.name)
-    existing = out / "candidate.json"
-    if existing.is_file():
-        record = CandidateRecord.model_validate_json(existing.read_text())
-        if record.cache_key == cache_key:
-            return record
+    cached = _cached_candidate(out, cache_key)
+    if cached is not None:
+        return cached
     recipe = get_recipe(spec.recipe)
     parent_artifact = None
     if parent is not None:
@@ -165,49 +222,71 @@ def build_candidate(
                                          format=parent.format, model_file=parent.model_file)
     elif "base" not in recipe.accepts:
         raise CandidateError(f"recipe {spec.recipe} needs a parent candidate ({', '.join(recipe.accepts)})")
-    data = np.load(inputs.path)
-    tmp = out.with_name(f".{out.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    started = time.perf_counter()
-    try:
-        result = recipe.build(BuildContext(
-            base=prepared.base(), parent=parent_artifact, out_dir=tmp,
-            options=recipe.options_model.model_validate(spec.options),
-            calibration=get_workload(ctx.cfg.task).calibration(data),
-            threads=ctx.cfg.benchmark.threads,
-        ))
-    except CandidateError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except Exception as err:  # a framework's own failure fails this candidate only
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CandidateError(f"{type(err).__name__}: {err}") from err
-    record = CandidateRecord(
-        name=spec.name, recipe=spec.recipe, framework=recipe.framework, parent=spec.parent,
-        options=spec.options, format=result.format, runtime=result.runtime, precision=result.precision,
-        model_file=result.model_file, details=result.details, cache_key=cache_key,
-        base_sha256=prepared.base_sha256, build_seconds=time.perf_counter() - started,
-        tool_versions=library_versions(),
-    )
-    record.write(tmp / "candidate.json")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
+    base = prepared.base()
+    base = BaseModelInfo(path=ws.confine(base.path), format=base.format, tokenizer_dir=ws.confine(base.tokenizer_dir),
+                         sha256=base.sha256, task=base.task,
+                         variants={k: ws.confine(v) for k, v in base.variants.items()}, details=base.details)
+    iso = ctx.params.isolation
+    staging_root = ws.root / ".staging"
+    # One builder per candidate and workspace: a concurrent run waits, then finds it built.
+    with file_lock(ws.root / ".locks" / f"build-{spec.name}.lock"):
+        cached = _cached_candidate(out, cache_key)
+        if cached is not None:
+            return cached
+        for stale in [*_staging_dirs(staging_root, spec.name), out.with_name(f".{out.name}.building")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = ws.confine(staging_root / f"{spec.name}.{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = staging / "out"
+        tmp.mkdir(parents=True)
+        started = time.perf_counter()
+        try:
+            result = build_isolated(
+                recipe, spec.options, base, parent_artifact, tmp, ws.confine(Path(inputs.path)), ctx.cfg.task,
+                ctx.cfg.benchmark.threads, log=ws.measurement_dir(spec.name) / "build.log",
+                timeout_s=iso.build_timeout_s, memory_limit_mb=iso.memory_limit_mb,
+                env=thread_env(ctx.cfg.benchmark.threads),
+            )
+            _confined_output(ws, tmp, result.model_file)
+            record = CandidateRecord(
+                name=spec.name, recipe=spec.recipe, framework=recipe.framework, parent=spec.parent,
+                options=spec.options, format=result.format, runtime=result.runtime, precision=result.precision,
+                model_file=result.model_file, details=result.details, cache_key=cache_key,
+                base_sha256=prepared.base_sha256, build_seconds=time.perf_counter() - started,
+                tool_versions=library_versions(),
+            )
+            record.write(tmp / "candidate.json")
+            shutil.rmtree(out, ignore_errors=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.replace(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
 def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs) -> Measurement:
-    """Measure in a fresh subprocess; reuse a measurement of the same artifact, inputs and settings."""
+    """Measure in a fresh, isolated subprocess; reuse a measurement of the same artifact, inputs and settings.
+
+    `key.txt` is the commit marker: removed before measuring, written (atomically) only after a
+    complete measurement, so a measurement killed half-way is never reused.
+    """
+    from edgeopt.isolation import file_lock
+
     ws = ctx.ws
     out = ws.measurement_dir(record.name)
     key = measurement_key(ctx, record, inputs)
     key_file = out / "key.txt"
     if measurement_present(ctx, record.name, key):
         return Measurement.model_validate_json((out / "measurement.json").read_text())
-    key_file.unlink(missing_ok=True)
-    m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), Path(inputs.path),
-                              ctx.cfg.benchmark, out)
-    key_file.write_text(key)
+    # Keyed by the folder: a measurement target (its own measurements/) does not wait on the host's.
+    with file_lock(ws.root / ".locks" / f"measure-{record.name}-{_sha(str(out))[:8]}.lock"):
+        if measurement_present(ctx, record.name, key):
+            return Measurement.model_validate_json((out / "measurement.json").read_text())
+        key_file.unlink(missing_ok=True)
+        m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), ws.confine(Path(inputs.path)),
+                                  ctx.cfg.benchmark, out, memory_limit_mb=ctx.params.isolation.memory_limit_mb)
+        tmp = key_file.with_name(".key.txt.tmp")
+        tmp.write_text(key)
+        tmp.replace(key_file)
     return m
 
 
@@ -240,7 +319,8 @@ def evaluate(
 def select_candidates(ctx: PipelineContext, rows: list[CandidateResult]) -> Selection:
     from edgeopt.selection import select
 
-    selection = select(ctx.namespace, rows, ctx.cfg.gates, ctx.cfg.selection)
+    with stageclock.stage("select"):
+        selection = select(ctx.namespace, rows, ctx.cfg.gates, ctx.cfg.selection)
     selection.write(ctx.ws.selection)
     write_metrics(ctx, selection)
     return selection
@@ -298,6 +378,9 @@ def run_candidates(
         if spec.parent is not None and spec.parent not in records:
             errors[spec.name] = ("skipped", f"parent {spec.parent} was not built")
             continue
+        if not spec.enabled:
+            errors[spec.name] = ("skipped", "disabled in params.yaml (enabled: false)")
+            continue
         unmet = get_recipe(spec.recipe).requires.unmet()
         if unmet:
             errors[spec.name] = ("skipped", unmet)
@@ -305,7 +388,8 @@ def run_candidates(
         parent = records.get(spec.parent) if spec.parent else None
         key = candidate_cache_key(spec, prepared, parent.cache_key if parent else None, inputs, versions)
         try:
-            records[spec.name] = build(spec, parent, key)
+            with stageclock.stage("build"):
+                records[spec.name] = build(spec, parent, key)
         except CandidateError as err:
             errors[spec.name] = ("failed", failure_text(err))
     progress.report("build", len(specs), len(specs), "done")
@@ -315,11 +399,14 @@ def run_candidates(
     for i, spec in enumerate(built):
         progress.report("measure", i, len(built), spec.name)
         try:
-            measurements[spec.name] = measure(records[spec.name], measurement_key(ctx, records[spec.name], inputs))
+            with stageclock.stage("measure"):
+                measurements[spec.name] = measure(records[spec.name],
+                                                  measurement_key(ctx, records[spec.name], inputs))
         except CandidateError as err:
             errors[spec.name] = ("failed", failure_text(err))
     progress.report("measure", len(built), len(built), "done")
-    return records, evaluate(ctx, specs, records, measurements, errors)
+    with stageclock.stage("evaluate"):
+        return records, evaluate(ctx, specs, records, measurements, errors)
 
 
 def base_summary(prepared: PreparedData) -> dict[str, str]:
@@ -395,7 +482,21 @@ def select_and_log(ctx: PipelineContext, run: TrackedRun, rows: list[CandidateRe
 
     selection = select_candidates(ctx, rows)
     tracking.log_selection(run.run_id, selection)
+    record_recommendation(ctx, run, selection)
     return selection
+
+
+def record_recommendation(ctx: PipelineContext, run: TrackedRun, selection: Selection) -> None:
+    """Which framework won which objective on this machine, vs the seeds' decision tree."""
+    import mlflow
+
+    from edgeopt.recommend import recommend_selection
+
+    rec = recommend_selection(selection)
+    rec.write(ctx.ws.root / "recommendation.json")
+    client = mlflow.MlflowClient()
+    client.log_dict(run.run_id, rec.model_dump(mode="json"), "recommendation.json")
+    client.set_tag(run.run_id, "edgeopt.tree_prediction", rec.tree_prediction)
 
 
 def load_selection(ctx: PipelineContext) -> Selection:

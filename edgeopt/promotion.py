@@ -1,14 +1,39 @@
 """Register the pick and move the alias, only after every gate passed and the model loads.
 
 The alias moves last: if registering or the load check fails, the previous champion stays.
-The alias history lives in a registered-model tag, so `rollback` can move it back.
+
+Concurrent runs against one registry. Registering a version is safe as it is (the registry
+numbers versions itself). Moving the alias is a read-modify-write of two things, the alias and
+its history tag, so it is serialized by a registry-side lock: MLflow has no compare-and-set, but
+creating a registered model is atomic (the backend's unique name constraint lets exactly one
+creator win), on a local sqlite store and on a remote tracking server alike. The lock is a
+transient registered model `<name>.<alias>.edgeopt-lock`, deleted on release. Under it the alias
+and history are re-read, reconciled, then set, and read back.
+
+Limits: a holder that dies (SIGKILL) leaves the lock until it expires (LOCK_TTL_S after its
+creation); breaking an expired lock is not atomic itself, so the TTL is far longer than the
+critical section (a few registry calls). Expiry compares the server's creation time with this
+machine's clock, so clocks must agree to well within the TTL. Anyone who moves the alias without
+edgeopt (UI, API) bypasses the lock; the next promotion or rollback reconciles the history with
+wherever the alias is.
+
+History: the registered-model tag `edgeopt.alias_history.<alias>` is the stack of champions
+(rollback pops it); `edgeopt.alias_log.<alias>` is an append-only log of every move.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeopt.config import PipelineConfig
 from edgeopt.errors import UserError
@@ -18,22 +43,137 @@ if TYPE_CHECKING:
     from edgeopt.workloads import Workload
 
 HISTORY_TAG = "edgeopt.alias_history"
+LOG_TAG = "edgeopt.alias_log"
+LOCK_SUFFIX = "edgeopt-lock"
+LOCK_OWNER_TAG = "edgeopt.lock.owner"
+LOCK_HOLDER_TAG = "edgeopt.lock.holder"
+LOCK_TTL_S = 120.0
+LOCK_WAIT_S = 300.0
+MAX_HISTORY = 50
+MAX_LOG = 200
 
 
-def _history(client: object, name: str, alias: str) -> list[str]:
+class RegistryBusy(Exception):
+    """Another promotion held the alias lock for longer than we were willing to wait."""
+
+
+def _history(client: Any, name: str, alias: str) -> list[str]:
     try:
-        model = client.get_registered_model(name)  # type: ignore[attr-defined]
+        model = client.get_registered_model(name)
     except Exception:
         return []
     raw = model.tags.get(f"{HISTORY_TAG}.{alias}")
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _log(client: Any, name: str, alias: str) -> list[dict[str, Any]]:
+    try:
+        raw = client.get_registered_model(name).tags.get(f"{LOG_TAG}.{alias}")
+    except Exception:
+        return []
     return list(json.loads(raw)) if raw else []
 
 
-def current_version(client: object, name: str, alias: str) -> str | None:
+def current_version(client: Any, name: str, alias: str) -> str | None:
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)  # type: ignore[attr-defined]
+        return str(client.get_model_version_by_alias(name, alias).version)
     except Exception:
         return None
+
+
+def reconcile(history: list[str], current: str | None) -> list[str]:
+    """Make the history end at the alias's current version.
+
+    A move interrupted between setting the alias and writing the history (or an alias moved by
+    hand) leaves them apart: a current version found earlier in the stack means a rollback that
+    did not finish, one not in it a promotion that did not.
+    """
+    if current is None or (history and history[-1] == current):
+        return list(history)
+    if current in history:
+        return history[: len(history) - history[::-1].index(current)]
+    return [*history, current]
+
+
+def _error_code(err: Exception) -> str:
+    return str(getattr(err, "error_code", ""))
+
+
+def lock_name(name: str, alias: str) -> str:
+    return f"{name}.{alias}.{LOCK_SUFFIX}"
+
+
+@contextmanager
+def alias_lock(client: Any, name: str, alias: str, wait_s: float = LOCK_WAIT_S,
+               ttl_s: float = LOCK_TTL_S) -> Iterator[str]:
+    """Hold the registry-side lock of `name@alias` (see the module docstring)."""
+    lock = lock_name(name, alias)
+    token = secrets.token_hex(8)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags={LOCK_OWNER_TAG: token, LOCK_HOLDER_TAG: holder},
+                description=f"edgeopt: transient lock on {name}@{alias}; removed when the promotion ends")
+            break
+        except Exception as err:
+            if _error_code(err) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except Exception:
+            continue  # released between our create and our read: try again at once
+        age = time.time() - held.creation_timestamp / 1000
+        if age > ttl_s:
+            # Its holder died. Delete it only if it is still that holder's (narrows, not closes, the race).
+            again = client.get_registered_model(lock)
+            if again.tags.get(LOCK_OWNER_TAG) == held.tags.get(LOCK_OWNER_TAG):
+                client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise RegistryBusy(f"{name}@{alias} is locked by {held.tags.get(LOCK_HOLDER_TAG, '?')} "
+                               f"(for {age:.0f} s); gave up after {wait_s:g} s")
+        time.sleep(random.uniform(0.1, 0.5))
+    try:
+        yield token
+    finally:
+        try:
+            if client.get_registered_model(lock).tags.get(LOCK_OWNER_TAG) == token:
+                client.delete_registered_model(lock)
+        except Exception as err:
+            if _error_code(err) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def move_alias(client: Any, name: str, alias: str, version: str, action: str,
+               expect_top: str | None = None) -> tuple[str | None, list[str]]:
+    """Under the lock: re-read, reconcile, set the alias and its history, read back.
+
+    `action` "promote" pushes `version`; "rollback" pops the current one (`version` must be the
+    one below it, `expect_top` the one being rolled back). Returns (previous version, new history).
+    """
+    with alias_lock(client, name, alias):
+        current = current_version(client, name, alias)
+        history = reconcile(_history(client, name, alias), current)
+        if action == "rollback":
+            if current is None or current != expect_top or len(history) < 2 or history[-2] != version:
+                raise UserError(f"{name}@{alias} moved while rolling back (now version {current}); try again")
+            history = history[:-1]
+        elif not history or history[-1] != version:
+            history.append(version)
+        client.set_registered_model_alias(name, alias, version)
+        client.set_registered_model_tag(name, f"{HISTORY_TAG}.{alias}", json.dumps(history[-MAX_HISTORY:]))
+        log = [*_log(client, name, alias), {"at": _now(), "action": action, "from": current, "to": version,
+                                            "by": f"{socket.gethostname()}:{os.getpid()}"}]
+        client.set_registered_model_tag(name, f"{LOG_TAG}.{alias}", json.dumps(log[-MAX_LOG:]))
+        if current_version(client, name, alias) != version:  # someone bypassed the lock
+            raise UserError(f"{name}@{alias} was moved by someone else during the promotion")
+    return current, history
 
 
 def promote(
@@ -49,7 +189,7 @@ def promote(
 
     def outcome(promoted: bool, reason: str, **kw: str | None) -> Promotion:
         return Promotion(pipeline=selection.pipeline, promoted=promoted, model_name=reg.model_name,
-                         alias=reg.alias, previous_version=previous, reason=reason, **kw)
+                         alias=reg.alias, reason=reason, **{"previous_version": previous, **kw})
 
     if selection.pick is None or pick_run_id is None or candidate_dir is None or measurement_dir is None:
         return outcome(False, selection.reason)
@@ -80,13 +220,13 @@ def promote(
     if not ok:
         return outcome(False, f"registered version {v} failed its load check: {detail}", version=v,
                        candidate=row.name)
-    history = _history(client, reg.model_name, reg.alias)
-    if previous is not None and (not history or history[-1] != previous):
-        history.append(previous)
-    history.append(v)
-    client.set_registered_model_alias(reg.model_name, reg.alias, v)
-    client.set_registered_model_tag(reg.model_name, f"{HISTORY_TAG}.{reg.alias}", json.dumps(history[-50:]))
-    return outcome(True, selection.reason, version=v, candidate=row.name)
+    try:
+        replaced, _ = move_alias(client, reg.model_name, reg.alias, v, "promote")
+    except RegistryBusy as err:
+        return outcome(False, f"registered version {v}, but did not move the alias: {err}", version=v,
+                       candidate=row.name)
+    client.set_model_version_tag(reg.model_name, v, f"edgeopt.promoted_at.{reg.alias}", _now())
+    return outcome(True, selection.reason, version=v, candidate=row.name, previous_version=replaced)
 
 
 def rollback(model_name: str, alias: str) -> Promotion:
@@ -95,13 +235,19 @@ def rollback(model_name: str, alias: str) -> Promotion:
 
     client = mlflow.MlflowClient()
     current = current_version(client, model_name, alias)
-    history = _history(client, model_name, alias)
     if current is None:
         raise UserError(f"{model_name}@{alias} is not set; nothing to roll back")
-    if len(history) < 2 or history[-1] != current:
+    history = reconcile(_history(client, model_name, alias), current)
+    if len(history) < 2:
         raise UserError(f"{model_name}@{alias}: no earlier version recorded to roll back to")
     target = history[-2]
-    client.set_registered_model_alias(model_name, alias, target)
-    client.set_registered_model_tag(model_name, f"{HISTORY_TAG}.{alias}", json.dumps(history[:-1]))
+    try:
+        client.get_model_version(model_name, target)
+    except Exception:
+        raise UserError(f"{model_name}: version {target}, the previous {alias}, no longer exists") from None
+    try:
+        move_alias(client, model_name, alias, target, "rollback", expect_top=current)
+    except RegistryBusy as err:
+        raise UserError(str(err)) from None
     return Promotion(pipeline="", promoted=True, model_name=model_name, alias=alias, version=target,
                      previous_version=current, reason=f"rolled back from version {current}")

@@ -23,6 +23,12 @@ ADAPTER_MODULES = (
     "edgeopt.adapters.torch_eager",
     "edgeopt.adapters.onnxruntime",
     "edgeopt.adapters.openvino",
+    "edgeopt.adapters.llamacpp",
+    "edgeopt.adapters.torch_causal_lm",
+    "edgeopt.adapters.mlx",
+    "edgeopt.adapters.olive",
+    "edgeopt.adapters.openvino_llm",
+    "edgeopt.adapters.onnxruntime_llm",
 )
 
 

@@ -50,6 +50,14 @@ def apply_gates(row: CandidateResult, gates: GatesConfig) -> CandidateResult:
             passed=footprint >= gates.min_footprint_reduction,
         ),
     ]
+    # Upper bounds on raw quality metrics (e.g. kld, ppl_ratio for causal-lm), one gate each.
+    assert row.quality is not None
+    for name, bound in gates.max_metrics.items():
+        if name not in row.quality.metrics:
+            raise ValueError(f"{row.name}: gate metric {name!r} not measured "
+                             f"(measured: {', '.join(sorted(row.quality.metrics))})")
+        value = row.quality.metrics[name]
+        results.append(GateResult(name=f"max_{name}", value=value, threshold=bound, passed=value <= bound))
     return row.model_copy(update={"gates": results})
 
 

@@ -99,9 +99,9 @@ def log_dataset(run_id: str, data_dir: Path, name: str, digest: str) -> None:
     import mlflow
     import pandas as pd
 
-    from edgeopt.data import load_retrieval
+    from edgeopt.data import dataset_rows
 
-    df = pd.DataFrame(load_retrieval(data_dir))
+    df = pd.DataFrame(dataset_rows(data_dir))
     with warnings.catch_warnings():
         # MLflow registers the local-artifact source twice and warns that a path is ambiguous.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
@@ -151,8 +151,10 @@ def log_candidate(
     if row.status != "ok":
         client.set_tag(run_id, f"{TAG}error", (row.error or "")[:5000])
         client.log_text(run_id, row.error or "", "error.txt")
-        if measurement_dir is not None and (measurement_dir / "measure.log").is_file():
-            client.log_artifact(run_id, str(measurement_dir / "measure.log"))
+        # The isolated build/measure child's own output: where a crash or a kill shows.
+        for log in ("build.log", "measure.log"):
+            if measurement_dir is not None and (measurement_dir / log).is_file():
+                client.log_artifact(run_id, str(measurement_dir / log))
         client.set_terminated(run_id, status="FAILED" if row.status == "failed" else "KILLED")
         return str(run_id)
 
@@ -163,7 +165,7 @@ def log_candidate(
         client.log_dict(run_id, record.model_dump(mode="json"), "candidate.json")
         client.log_dict(run_id, {"details": record.details}, "recipe_details.json")
     if measurement_dir is not None:
-        for f in ("measurement.json", "measure.log"):
+        for f in ("measurement.json", "build.log", "measure.log"):
             if (measurement_dir / f).is_file():
                 client.log_artifact(run_id, str(measurement_dir / f), "measurement")
     if record is not None and candidate_dir is not None:
@@ -188,6 +190,7 @@ def flat_metrics(row: CandidateResult) -> dict[str, float]:
         "throughput_batch_p50_ms": m.throughput.p50_ms,
         "throughput_items_per_s": m.throughput_items_per_s,
         "peak_rss_mb": m.peak_rss_mb, "size_mb": m.size_mb,
+        **m.extra,  # workload-specific: prompt/decode tok/s, TTFT, bandwidth roof for causal-lm
     }
     for k, v in q.metrics.items():
         out[k.replace("@", "_at_")] = v

@@ -1,7 +1,8 @@
 """The main flow: every pipeline namespace in params.yaml runs the same sub-flow (Kedro-style).
 
-prepare data -> version (DVC) -> validate (GX) -> tokenize -> build candidates -> measure
--> evaluate -> track (MLflow) -> select (gates, Pareto) -> promote (alias)
+prepare data -> version (DVC) -> validate (GX) -> tokenize -> build candidates (fanned out through
+the configured task runner) -> measure (one benchmark per machine) -> evaluate -> track (MLflow)
+-> select (gates, Pareto) -> promote (alias) -> report -> measure on every target (their workers)
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
+from pydantic import Field
 
 from edgeopt import pipeline
-from edgeopt.config import CandidateSpec, load_params
+from edgeopt.config import load_params
+from edgeopt.orchestration import LOCAL
 from edgeopt.pipeline import PipelineContext
-from edgeopt.results import CandidateRecord, Measurement, Promotion, Record, Selection
+from edgeopt.results import Promotion, Record, Selection
+from flows.candidates import build_all, measure_all
+from flows.targets import TargetOutcome, dispatch_to_targets
 from tasks import stages
 
 
@@ -27,6 +32,9 @@ class PipelineOutcome(Record):
     mlflow_run_id: str | None = None
     selection: Selection | None = None
     promotion: Promotion | None = None
+    report: str | None = None  # path of report.html
+    flow_run_id: str | None = None  # the Prefect flow run of this namespace
+    targets: list[TargetOutcome] = Field(default_factory=list)
 
 
 def _stopped(ctx: PipelineContext, run: pipeline.TrackedRun | None, message: str) -> PipelineOutcome:
@@ -42,8 +50,11 @@ def _stopped(ctx: PipelineContext, run: pipeline.TrackedRun | None, message: str
 
 
 @flow(name="optimize-model", flow_run_name="optimize-{namespace}")
-def optimize_model(params_path: str = "params.yaml", namespace: str = "minilm",
-                   promote: bool = True) -> PipelineOutcome:
+def optimize_model(params_path: str = "params.yaml", namespace: str = "minilm", promote: bool = True,
+                   targets: list[str] | None = None) -> PipelineOutcome:
+    """One namespace end to end; then its candidates are measured on `targets` (default: all in params)."""
+    from prefect.runtime import flow_run
+
     logger = get_run_logger()
     path = Path(params_path).resolve()
     ctx = PipelineContext(load_params(path), namespace, path.parent)
@@ -58,46 +69,40 @@ def optimize_model(params_path: str = "params.yaml", namespace: str = "minilm",
         return _stopped(ctx, run, message)
 
     inputs = stages.tokenize_inputs(ctx, prepared)
-
-    def build(spec: CandidateSpec, parent: CandidateRecord | None, key: str) -> CandidateRecord:
-        task = stages.build_candidate
-        # A cached result is only good while its folder exists (a clean clone, a deleted output).
-        if not pipeline.candidate_present(ctx, spec.name, key):
-            task = task.with_options(refresh_cache=True)
-        return task(ctx, spec, prepared, inputs, parent, key, return_state=True).result()
-
-    def measure(record: CandidateRecord, key: str) -> Measurement:
-        task = stages.measure_candidate
-        if not pipeline.measurement_present(ctx, record.name, key):
-            task = task.with_options(refresh_cache=True)
-        return task(ctx, record, inputs, key, return_state=True).result()
-
-    records, rows = pipeline.run_candidates(ctx, prepared, inputs, build, measure)
+    built, failed = build_all(ctx, prepared, inputs)
+    records, rows = measure_all(ctx, prepared, inputs, built, failed)
     for row in rows:
         if row.status != "ok":
             logger.warning("%s %s: %s", row.name, row.status, row.error)
     rows = stages.track_candidates(ctx, run, rows, records)
+    stages.tag_target(run, rows, LOCAL)
     selection = stages.select(ctx, run, rows)
     logger.info("frontier: %s; pick: %s (%s)", selection.frontier, selection.pick, selection.reason)
     promotion = stages.promote(ctx, selection, prepared) if promote else None
     if promotion is not None:
         logger.info("promotion: %s", promotion.reason if not promotion.promoted else
                     f"{promotion.model_name}@{promotion.alias} -> version {promotion.version}")
+    report_path = stages.write_report(ctx, selection, promotion, run)
     pipeline.finish_tracking(run, selection, promotion)
+    names = list(ctx.params.targets) if targets is None else targets
+    target_outcomes = dispatch_to_targets(ctx, str(path), names, promote, run.experiment_id) if names else []
     return PipelineOutcome(namespace=namespace, status="completed", mlflow_run_id=run.run_id,
-                           selection=selection, promotion=promotion)
+                           selection=selection, promotion=promotion, report=report_path,
+                           flow_run_id=str(flow_run.id), targets=target_outcomes)
 
 
 @flow(name="edgeopt", log_prints=True)
 def optimize(params_path: str = "params.yaml", pipelines: list[str] | None = None,
-             promote: bool = True) -> list[PipelineOutcome]:
-    """Run the same pipeline for each namespace (all of params.yaml's `pipelines` by default)."""
+             promote: bool = True, targets: list[str] | None = None) -> list[PipelineOutcome]:
+    """Run the same pipeline for each namespace (all of params.yaml's `pipelines` by default),
+    then on each measurement target (all of params.yaml's `targets` by default; [] for none)."""
     params = load_params(params_path)
     names = pipelines or list(params.pipelines)
-    outcomes = [optimize_model(params_path, name, promote) for name in names]
-    stopped = [o for o in outcomes if o.status != "completed"]
-    if stopped:
+    outcomes = [optimize_model(params_path, name, promote, targets) for name in names]
+    problems = [f"{o.namespace}: {o.message}" for o in outcomes if o.status != "completed"]
+    problems += [f"{o.namespace} on {t.target}: {t.message}" for o in outcomes for t in o.targets
+                 if t.status != "completed"]
+    if problems:
         # A Failed state without a traceback: the message already names the problem.
-        return Failed(message="; ".join(f"{o.namespace}: {o.message}" for o in stopped),  # type: ignore[return-value]
-                      data=outcomes)
+        return Failed(message="; ".join(problems), data=outcomes)  # type: ignore[return-value]
     return outcomes

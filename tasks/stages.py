@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from edgeopt import pipeline
+from edgeopt import pipeline, stageclock
 from edgeopt.config import CandidateSpec
 from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Selection
@@ -23,7 +23,8 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
 def version_data(ctx: PipelineContext) -> dict[str, str]:
     from edgeopt.versioning import track_prepared
 
-    return track_prepared(ctx)
+    with stageclock.stage("version"):
+        return track_prepared(ctx)
 
 
 @task(name="validate-data", cache_policy=NONE)
@@ -31,7 +32,8 @@ def validate_data(ctx: PipelineContext) -> dict[str, Any]:
     from edgeopt.validation import validate_eval_data
 
     # Returned, not raised: the flow stops with one clear message instead of a task traceback.
-    return validate_eval_data(ctx.ws.data_dir, ctx.ws.validation_report).model_dump()
+    with stageclock.stage("validate"):
+        return validate_eval_data(ctx.ws.data_dir, ctx.ws.validation_report).model_dump()
 
 
 @task(name="tokenize-inputs", cache_policy=NONE)
@@ -44,7 +46,7 @@ def _build_key(_: Any, p: dict[str, Any]) -> str:
 
 
 @task(name="build-candidate", task_run_name="build-{spec.name}", cache_key_fn=_build_key,
-      persist_result=True)
+      persist_result=True, result_serializer="json")
 def build_candidate(
     ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
     parent: CandidateRecord | None, cache_key: str,
@@ -57,10 +59,15 @@ def _measure_key(_: Any, p: dict[str, Any]) -> str:
 
 
 @task(name="measure-candidate", task_run_name="measure-{record.name}", cache_key_fn=_measure_key,
-      persist_result=True)
+      persist_result=True, result_serializer="json")
 def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs,
                       key: str) -> Measurement:
-    return pipeline.measure_candidate(ctx, record, inputs)
+    from edgeopt.orchestration import benchmark_slot
+
+    # One benchmark per machine (a Prefect global concurrency limit): two at once corrupt both timings.
+    orch = ctx.params.orchestration
+    with benchmark_slot(orch.benchmark_concurrency_limit, orch.benchmark_wait_s, f"{ctx.namespace}/{record.name}"):
+        return pipeline.measure_candidate(ctx, record, inputs)
 
 
 @task(name="track-candidates", cache_policy=NONE)
@@ -77,3 +84,28 @@ def select(ctx: PipelineContext, run: pipeline.TrackedRun, rows: list[CandidateR
 @task(name="promote-champion", cache_policy=NONE)
 def promote(ctx: PipelineContext, selection: Selection, prepared: PreparedData) -> Promotion:
     return pipeline.promote_pick(ctx, selection, prepared)
+
+
+@task(name="tag-target", cache_policy=NONE)
+def tag_target(run: pipeline.TrackedRun, rows: list[CandidateResult], target: str) -> None:
+    """Tag the pipeline run and every candidate run with the machine that measured them."""
+    import mlflow
+    from prefect.runtime import flow_run
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run.run_id, "edgeopt.target", target)
+    # The flow run that produced this MLflow run: the optimize flow finds a target's results by it.
+    client.set_tag(run.run_id, "edgeopt.prefect_flow_run_id", str(flow_run.id or ""))
+    if target != "local":  # tell the target's run apart from the host's in the runs list
+        client.set_tag(run.run_id, "mlflow.runName", f"{run.lineage.get('edgeopt.pipeline', 'pipeline')}@{target}")
+    for row in rows:
+        if row.mlflow_run_id:
+            client.set_tag(row.mlflow_run_id, "edgeopt.target", target)
+
+
+@task(name="write-report", cache_policy=NONE)
+def write_report(ctx: PipelineContext, selection: Selection, promotion: Promotion | None,
+                 run: pipeline.TrackedRun | None) -> str:
+    from edgeopt.report import write_report as write
+
+    return str(write(ctx, selection, promotion, run))

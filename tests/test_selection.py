@@ -86,3 +86,49 @@ def test_quality_retention_is_the_weakest_metric() -> None:
     a = sel.candidates[1]
     assert a.quality_retention == pytest.approx(0.93)
     assert not a.passed_gates
+
+
+def llm_row(name: str, p50: float, size: float, kld: float, ppl_ratio: float, top1: float) -> CandidateResult:
+    lat = LatencyStats(batch_size=1, iterations=10, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50)
+    m = Measurement(candidate=name, threads=2, sequence_length=128, load_time_s=1.0, latency=lat, throughput=lat,
+                    throughput_items_per_s=1000 / p50, peak_rss_mb=size * 2, size_mb=size)
+    q = Quality(metrics={"ppl": 20 * ppl_ratio, "ppl_ratio": ppl_ratio, "kld": kld, "top1": top1},
+                retention={"top1": top1, "ppl": 1 / ppl_ratio})
+    return CandidateResult(name=name, recipe="r", parent=None, status="ok", measurement=m, quality=q)
+
+
+LLM_CFG = SelectionConfig(baseline="base", quality_metrics=["top1", "ppl"])
+
+
+def test_max_metric_gates_bound_raw_quality_metrics() -> None:
+    gates = GatesConfig(min_quality_retention=0.9, min_speedup=1.5, min_footprint_reduction=0.5,
+                        max_metrics={"kld": 0.05, "ppl_ratio": 1.05})
+    rows = [
+        llm_row("base", 30, 540, 0.0, 1.0, 1.0),
+        llm_row("q8", 10, 145, 0.005, 1.004, 0.96),
+        llm_row("q4km", 9, 106, 0.057, 1.04, 0.92),   # KLD over the bound, everything else passes
+        llm_row("q4-ppl", 8, 92, 0.04, 1.06, 0.91),   # PPL ratio over the bound
+        llm_row("edge", 9.5, 110, 0.05, 1.05, 0.93),  # exactly on both bounds: passes
+    ]
+    sel = select("p", rows, gates, LLM_CFG)
+    by = {r.name: r for r in sel.candidates}
+    gate = {n: {g.name: g for g in r.gates} for n, r in by.items()}
+    assert [g.name for g in by["q8"].gates][-2:] == ["max_kld", "max_ppl_ratio"]
+    assert gate["q4km"]["max_kld"].value == pytest.approx(0.057) and not gate["q4km"]["max_kld"].passed
+    assert gate["q4km"]["max_ppl_ratio"].passed and gate["q4km"]["quality_retention"].passed
+    assert not gate["q4-ppl"]["max_ppl_ratio"].passed and gate["q4-ppl"]["max_kld"].passed
+    assert by["q8"].passed_gates and by["edge"].passed_gates
+    assert not by["q4km"].passed_gates and not by["q4-ppl"].passed_gates
+    assert set(sel.frontier) <= {"q8", "edge"}
+
+
+def test_max_metric_gate_on_an_unmeasured_metric_is_an_error() -> None:
+    gates = GatesConfig(max_metrics={"kdl": 0.05})
+    with pytest.raises(ValueError, match="'kdl' not measured"):
+        select("p", [llm_row("base", 30, 540, 0.0, 1.0, 1.0), llm_row("q8", 10, 145, 0.005, 1.0, 0.96)],
+               gates, LLM_CFG)
+
+
+def test_no_max_metrics_means_only_the_three_default_gates() -> None:
+    sel = select("p", [row("base", 10, 90, 600, 1.0), row("a", 3, 20, 300, 0.99)], GATES, CFG)
+    assert [g.name for g in sel.candidates[1].gates] == ["quality_retention", "speedup", "footprint_reduction"]

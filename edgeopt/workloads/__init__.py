@@ -21,6 +21,7 @@ from edgeopt.results import LatencyStats, Quality
 # task name -> module defining `WORKLOAD`. Adding a task = one module here + config.
 WORKLOAD_MODULES = {
     "text-embedding": "edgeopt.workloads.text_embedding",
+    "causal-lm": "edgeopt.workloads.causal_lm",
 }
 
 
@@ -48,8 +49,12 @@ class Workload(ABC):
         """The calibration arrays handed to recipes that quantize statically."""
 
     @abstractmethod
-    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig) -> Speed:
-        """Time the runner after warm-up (child process)."""
+    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+        """Time the runner after warm-up (child process).
+
+        out_dir: where this candidate's measurement goes; its parent (the pipeline's measurements folder)
+        may hold per-machine caches, e.g. the copy bandwidth causal-lm reports decode speed against.
+        """
 
     @abstractmethod
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:

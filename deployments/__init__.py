@@ -1,0 +1,1 @@
+"""Prefect deployments of edgeopt: `python -m deployments.deploy --help`."""

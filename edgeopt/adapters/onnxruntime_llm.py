@@ -1,0 +1,346 @@
+"""ONNX Runtime for causal LMs: an FP32 ONNX export with explicit past/present KV tensors, block-wise INT4
+weight quantization (MatMulNBits), and the "onnxruntime-causal-lm" runtime (greedy KV-cache loop in numpy).
+
+The export traces the Hugging Face model with torch.onnx's TorchScript exporter (dynamo=False): onnxruntime-genai's
+model builder is not installed. torch, onnx and onnxruntime are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt.adapters.causal_lm_common import (
+    INPUTS,
+    LOGITS,
+    check_window,
+    example_inputs,
+    load_kv_module,
+    past_names,
+    present_names,
+    short_error,
+    source_hf_dir,
+    timed_greedy,
+)
+from edgeopt.errors import CandidateError
+from edgeopt.recipes import (
+    BuildContext,
+    BuildOutput,
+    Generation,
+    Recipe,
+    Requirements,
+    register_recipe,
+    register_runtime,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+MODEL_FILE = "model.onnx"
+ONNX_FORMAT = "onnx-llm"
+RUNTIME = "onnxruntime-causal-lm"
+TASKS = ("causal-lm",)
+_GATHER_MIN_OPSET = 18
+
+
+class OrtCausalLMExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 18: ReduceMean takes axes as an input, as in opset 21, which int4 embeddings (GatherBlockQuantized)
+    # force the model to. 20 is the TorchScript exporter's last.
+    opset: int = Field(default=18, ge=14, le=20)
+
+
+class OrtMatMulNBitsOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Defaults follow onnxruntime-genai's model builder for CPU: 32-wide symmetric blocks, accuracy level 4
+    # (activations quantized to int8 inside MatMulNBits, the fast CPU kernel).
+    block_size: int = Field(default=32, ge=16)
+    is_symmetric: bool = True
+    accuracy_level: int | None = Field(default=4, ge=0, le=4)  # None/0: the op's default (fp32 compute)
+    quantize_lm_head: bool = True  # False keeps the output projection in float (NNCF keeps it in int8)
+    # The token embedding table (Gather) in int4 too (GatherBlockQuantized); the builder leaves it in float.
+    # For SmolLM2-135M it is a fifth of the weights: 199 MB -> 103 MB on disk, KLD 0.43 -> 0.45.
+    # Needs a parent exported with opset >= 18.
+    quantize_embeddings: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _parent_onnx(ctx: BuildContext, recipe: str) -> Path:
+    parent = ctx.parent
+    if parent is None or parent.format != ONNX_FORMAT:
+        got = "the base model" if parent is None else f"a {parent.format!r} parent"
+        raise CandidateError(f"{recipe}: needs a {ONNX_FORMAT!r} parent, got {got}")
+    path = parent.dir / parent.model_file
+    if not path.is_file():
+        raise CandidateError(f"{recipe}: parent model file {path} not found")
+    return path
+
+
+def _op_counts(model: onnx.ModelProto, ops: tuple[str, ...]) -> dict[str, int]:
+    counts = Counter(n.op_type for n in model.graph.node)
+    return {op: counts[op] for op in ops if counts[op]}
+
+
+def _lm_head_node(model: onnx.ModelProto) -> str | None:
+    """The MatMul whose output is the logits (it may feed them through no other op)."""
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    node = by_output.get(LOGITS)
+    return node.name if node is not None and node.op_type == "MatMul" else None
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    """One file, weights inline (these models are far below protobuf's 2 GB limit), checked."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    onnx.checker.check_model(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes
+
+
+def _build_export(ctx: BuildContext) -> BuildOutput:
+    opts: OrtCausalLMExportOptions = ctx.options
+    hf_dir, source = source_hf_dir(ctx, "ort-causal-lm-export")
+    work = ctx.out_dir / ".export"
+    work.mkdir(parents=True)
+    try:
+        import warnings
+
+        import onnx
+        import torch
+
+        module, shape = load_kv_module(hf_dir, ctx.threads)
+        n = shape["n_layers"]
+        dynamic: dict[str, dict[int, str]] = {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "total_sequence"},
+            "position_ids": {0: "batch", 1: "sequence"},
+            LOGITS: {0: "batch", 1: "sequence"},
+        }
+        dynamic.update({name: {0: "batch", 2: "past_sequence"} for name in past_names(n)})
+        dynamic.update({name: {0: "batch", 2: "total_sequence"} for name in present_names(n)})
+        tmp = work / MODEL_FILE
+        # inference_mode(False): tracing fails on inference tensors if a caller is in inference mode.
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer/deprecation warnings are expected here
+            torch.onnx.export(
+                module,
+                example_inputs(shape),
+                str(tmp),
+                input_names=[*INPUTS, *past_names(n)],
+                output_names=[LOGITS, *present_names(n)],
+                dynamic_axes=dynamic,
+                opset_version=opts.opset,
+                dynamo=False,
+            )
+        model = onnx.load(str(tmp), load_external_data=True)  # inlines side files the exporter may write
+        _save(model, ctx.out_dir / MODEL_FILE)
+        torch_version = torch.__version__
+    except CandidateError:
+        raise
+    except Exception as exc:
+        raise CandidateError(f"ort-causal-lm-export: {short_error(exc)}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildOutput(
+        format=ONNX_FORMAT,
+        runtime=RUNTIME,
+        precision="fp32",
+        model_file=MODEL_FILE,
+        details={
+            "source": source,
+            "exporter": "torch.onnx TorchScript (dynamo=False)",
+            "opset": opts.opset,
+            "torch": torch_version,
+            **shape,
+        },
+    )
+
+
+def _build_matmulnbits(ctx: BuildContext) -> BuildOutput:
+    opts: OrtMatMulNBitsOptions = ctx.options
+    src = _parent_onnx(ctx, "ort-matmulnbits-int4")
+    try:
+        import onnx
+        import onnxruntime
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        model = onnx.load(str(src))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opts.quantize_embeddings and opset < _GATHER_MIN_OPSET:
+            raise CandidateError(
+                f"ort-matmulnbits-int4: quantize_embeddings needs a parent exported with opset >= "
+                f"{_GATHER_MIN_OPSET} (the quantizer lifts the model to opset 21), this one has {opset}"
+            )
+        lm_head = _lm_head_node(model)
+        excluded = [lm_head] if lm_head and not opts.quantize_lm_head else []
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=4,
+            block_size=opts.block_size,
+            is_symmetric=opts.is_symmetric,
+            accuracy_level=opts.accuracy_level,
+            nodes_to_exclude=excluded,
+            op_types_to_quantize=("MatMul", "Gather") if opts.quantize_embeddings else ("MatMul",),
+            quant_axes=(("MatMul", 0), ("Gather", 1)),  # blocks along the hidden axis for both
+        )
+        quantizer.process()
+        quantized = quantizer.model.model
+        _save(quantized, ctx.out_dir / MODEL_FILE)
+        ops = _op_counts(quantized, ("MatMulNBits", "GatherBlockQuantized", "MatMul"))
+    except CandidateError:
+        raise
+    except Exception as exc:
+        raise CandidateError(f"ort-matmulnbits-int4: {short_error(exc)}") from exc
+    if not ops.get("MatMulNBits"):
+        raise CandidateError("ort-matmulnbits-int4: no MatMul was quantized (no constant-weight MatMuls found)")
+    return BuildOutput(
+        format=ONNX_FORMAT,
+        runtime=RUNTIME,
+        precision="int4-weights",
+        model_file=MODEL_FILE,
+        details={
+            "block_size": opts.block_size,
+            "is_symmetric": opts.is_symmetric,
+            "accuracy_level": opts.accuracy_level,
+            "quantize_lm_head": opts.quantize_lm_head,
+            "quantize_embeddings": opts.quantize_embeddings,
+            "lm_head_node": lm_head,
+            "ops": ops,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    )
+
+
+register_recipe(
+    Recipe(
+        name="ort-causal-lm-export",
+        framework="onnx",
+        options_model=OrtCausalLMExportOptions,
+        accepts=("base", "hf"),
+        build=_build_export,
+        description="Export a Hugging Face causal LM to one FP32 ONNX file with past/present KV-cache tensors.",
+        requires=Requirements(modules=("torch", "transformers", "onnx", "onnxruntime")),
+        tasks=TASKS,
+    )
+)
+register_recipe(
+    Recipe(
+        name="ort-matmulnbits-int4",
+        framework="onnxruntime",
+        options_model=OrtMatMulNBitsOptions,
+        accepts=(ONNX_FORMAT,),
+        build=_build_matmulnbits,
+        description="Block-wise INT4 weight quantization of an LLM's MatMuls (onnxruntime MatMulNBits).",
+        requires=Requirements(modules=("onnx", "onnxruntime")),
+        tasks=TASKS,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# runtime
+
+
+class OrtCausalLM:
+    """One InferenceSession on the CPU provider; the KV cache is the previous step's present tensors."""
+
+    def __init__(self, model_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._version = ort.__version__
+        self._threads = threads
+        self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        missing = [n for n in INPUTS if n not in inputs]
+        if missing:
+            raise CandidateError(f"{model_path.name} lacks input(s) {', '.join(missing)}")
+        self._past = [n for n in inputs if n.startswith("past_key_values.")]
+        self._present = [n.replace("past_key_values.", "present.", 1) for n in self._past]
+        outputs = {o.name for o in self._session.get_outputs()}
+        if not self._past or LOGITS not in outputs or not set(self._present) <= outputs:
+            raise CandidateError(f"{model_path.name} has no logits/past_key_values/present KV-cache interface")
+        first = inputs[self._past[0]]
+        heads, dim = first.shape[1], first.shape[3]
+        if not (isinstance(heads, int) and isinstance(dim, int)):
+            raise CandidateError(f"{model_path.name}: KV-cache heads/head_dim must be static, got {first.shape}")
+        kv_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
+        self._empty = np.zeros((1, heads, 0, dim), dtype=kv_dtype)
+        self._outputs = [LOGITS, *self._present]
+        self._cache: list[np.ndarray] = []
+
+    def _run(self, ids: np.ndarray, start: int) -> np.ndarray:
+        """Append ids at positions start.. to the cache; return logits [len(ids), vocab]."""
+        t = len(ids)
+        past = self._cache or [self._empty] * len(self._past)
+        feed = {
+            "input_ids": ids.reshape(1, t),
+            "attention_mask": np.ones((1, start + t), dtype=np.int64),
+            "position_ids": np.arange(start, start + t, dtype=np.int64)[None],
+            **dict(zip(self._past, past, strict=True)),
+        }
+        try:
+            logits, *self._cache = self._session.run(self._outputs, feed)
+        except Exception as exc:
+            raise CandidateError(f"onnxruntime: inference failed: {short_error(exc)}") from exc
+        return logits[0]
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        ids = check_window(input_ids)
+        self._cache = []
+        out = np.asarray(self._run(ids, 0), dtype=np.float32)
+        self._cache = []
+        return out
+
+    def generate(self, prompt_ids: np.ndarray, max_new_tokens: int) -> Generation:
+        self._cache = []
+        try:
+            return timed_greedy(
+                lambda ids: self._run(ids, 0)[-1],
+                lambda token, pos: self._run(np.array([token], dtype=np.int64), pos)[-1],
+                prompt_ids,
+                max_new_tokens,
+            )
+        finally:
+            self._cache = []
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {
+            "onnxruntime": self._version,
+            "providers": self._session.get_providers(),
+            "intra_op_threads": self._threads,
+            "kv_cache_dtype": str(self._empty.dtype),
+            "layers": len(self._past) // 2,
+        }
+
+
+@register_runtime(RUNTIME)
+def load_onnxruntime_causal_lm(
+    candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int
+) -> OrtCausalLM:
+    path = Path(candidate_dir) / model_file
+    if not path.is_file():
+        raise CandidateError(f"onnxruntime: model file {path} not found")
+    try:
+        return OrtCausalLM(path, threads)
+    except CandidateError:
+        raise
+    except Exception as exc:
+        raise CandidateError(f"onnxruntime: cannot load {path.name}: {short_error(exc)}") from exc

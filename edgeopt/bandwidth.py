@@ -1,0 +1,102 @@
+"""This machine's memory copy bandwidth, measured once and cached in the output folder.
+
+Decoding one token of an LLM reads every weight (and the KV cache) once, so tokens/s can never exceed
+bandwidth / bytes read per token: the roof the causal-lm workload reports decode speed against. The figure
+follows STREAM's "copy" convention: bytes read plus bytes written per second, best of a few repeats, on
+buffers far larger than any CPU cache, split across the benchmark's threads (numpy releases the GIL while
+copying).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_FILE = "machine-bandwidth.json"
+BUFFER_MB = 256  # per side; L3 caches are tens of MB at most
+REPEATS = 5
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_kb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def machine_fingerprint(threads: int) -> dict[str, Any]:
+    """What makes a cached figure belong to this machine (and this thread count)."""
+    return {"host": socket.gethostname(), "machine": platform.machine(), "cpu": _cpu_model(),
+            "cpus": os.cpu_count() or 0, "mem_total_kb": _mem_total_kb(), "threads": threads}
+
+
+def measure_copy_bandwidth(threads: int = 1, buffer_mb: int = BUFFER_MB, repeats: int = REPEATS) -> float:
+    """Bytes per second (read + written) of a large array copy, best of `repeats`."""
+    n = buffer_mb * (1 << 20) // 8
+    src = np.ones(n, dtype=np.float64)  # written once, so every page is really mapped
+    dst = np.zeros_like(src)
+    bounds = np.linspace(0, n, max(1, threads) + 1, dtype=np.int64)
+    parts = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+    def copy(part: tuple[int, int]) -> None:
+        np.copyto(dst[part[0] : part[1]], src[part[0] : part[1]])
+
+    best = float("inf")
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        list(pool.map(copy, parts))  # warm-up: faults in the destination pages
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(copy, parts))
+            best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
+def copy_bandwidth(cache_dir: Path, threads: int, buffer_mb: int = BUFFER_MB) -> dict[str, Any]:
+    """The cached measurement for this machine and thread count, measuring (and caching) it if needed.
+
+    Returns {"bytes_per_s", "measured_at", "fingerprint", ...}.
+    """
+    path = Path(cache_dir) / CACHE_FILE
+    fingerprint = machine_fingerprint(threads)
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("fingerprint") == fingerprint and cached.get("bytes_per_s", 0) > 0:
+            return dict(cached)
+    except (OSError, json.JSONDecodeError):
+        pass
+    result = {
+        "bytes_per_s": measure_copy_bandwidth(threads, buffer_mb),
+        "method": f"numpy copy of {buffer_mb} MiB float64, {threads} thread(s), best of {REPEATS}; "
+                  "bytes read + written (STREAM copy convention)",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fingerprint": fingerprint,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return result

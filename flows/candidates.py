@@ -1,0 +1,91 @@
+"""The candidate loop as Prefect tasks: builds fan out through the configured task runner,
+measurements run one at a time through the machine's benchmark slot."""
+
+from __future__ import annotations
+
+from prefect.futures import PrefectFuture, as_completed
+
+from edgeopt import pipeline
+from edgeopt.config import CandidateSpec
+from edgeopt.errors import CandidateError
+from edgeopt.orchestration import candidate_runner
+from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs
+from edgeopt.results import CandidateRecord, CandidateResult, Measurement
+from tasks import stages
+
+
+def build_all(ctx: PipelineContext, prepared: PreparedData,
+              inputs: TokenizedInputs) -> tuple[dict[str, CandidateRecord], dict[str, str]]:
+    """Fan the builds out through the configured task runner (threads or Dask).
+
+    A candidate is submitted as soon as its parent is built; children of a failed parent and
+    recipes whose requirements are unmet are left for `run_candidates` to mark skipped.
+    Returns the built records and the failures (candidate -> message).
+    """
+    from edgeopt import progress
+    from edgeopt.lineage import library_versions
+    from edgeopt.recipes import get_recipe
+
+    specs = pipeline.ordered_candidates(ctx.cfg)
+    versions = library_versions()
+    keys: dict[str, str] = {}
+    for spec in specs:  # a child's key needs only its parent's key, so all are known up front
+        keys[spec.name] = pipeline.candidate_cache_key(
+            spec, prepared, keys[spec.parent] if spec.parent else None, inputs, versions)
+    records: dict[str, CandidateRecord] = {}
+    failed: dict[str, str] = {}
+    left_out: set[str] = set()
+    pending: list[CandidateSpec] = list(specs)
+    running: dict[PrefectFuture[CandidateRecord], CandidateSpec] = {}
+    with candidate_runner(ctx.params.orchestration) as runner:
+        while pending or running:
+            for spec in list(pending):
+                if spec.parent is not None and (spec.parent in failed or spec.parent in left_out):
+                    left_out.add(spec.name)
+                elif spec.parent is not None and spec.parent not in records:
+                    continue  # its parent is still building
+                elif get_recipe(spec.recipe).requires.unmet():
+                    left_out.add(spec.name)
+                else:
+                    task = stages.build_candidate
+                    # A cached result is only good while its folder exists (a clean clone, a deleted output).
+                    if not pipeline.candidate_present(ctx, spec.name, keys[spec.name]):
+                        task = task.with_options(refresh_cache=True)
+                    parent = records[spec.parent] if spec.parent else None
+                    future = runner.submit(task, parameters={
+                        "ctx": ctx, "spec": spec, "prepared": prepared, "inputs": inputs, "parent": parent,
+                        "cache_key": keys[spec.name]})
+                    running[future] = spec
+                pending.remove(spec)
+            if not running:
+                break
+            done = next(as_completed(list(running)))
+            spec = running.pop(done)
+            try:
+                records[spec.name] = done.result()
+            except CandidateError as err:
+                failed[spec.name] = pipeline.failure_text(err)
+            progress.report("build", len(records) + len(failed) + len(left_out), len(specs), spec.name)
+    return records, failed
+
+
+def measure_all(ctx: PipelineContext, prepared: PreparedData, inputs: TokenizedInputs,
+                records: dict[str, CandidateRecord], failed: dict[str, str],
+                key_prefix: str = "") -> tuple[dict[str, CandidateRecord], list[CandidateResult]]:
+    """Measure the built candidates one at a time (each through the benchmark slot), then evaluate.
+
+    `key_prefix` keeps a target's task cache apart from the host's (same artifact, other machine).
+    """
+
+    def built(spec: CandidateSpec, parent: CandidateRecord | None, key: str) -> CandidateRecord:
+        if spec.name in records:
+            return records[spec.name]
+        raise CandidateError(failed.get(spec.name, f"{spec.name} was not built"))
+
+    def measure(record: CandidateRecord, key: str) -> Measurement:
+        task = stages.measure_candidate
+        if not pipeline.measurement_present(ctx, record.name, key):
+            task = task.with_options(refresh_cache=True)
+        return task(ctx, record, inputs, key_prefix + key, return_state=True).result()
+
+    return pipeline.run_candidates(ctx, prepared, inputs, built, measure)

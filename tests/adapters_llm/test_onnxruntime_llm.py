@@ -1,0 +1,148 @@
+"""ONNX Runtime causal-LM recipes (FP32 export with past/present KV tensors, MatMulNBits INT4) and runtime on
+the real SmolLM2-135M, against Hugging Face float32 logits and greedy tokens on the same windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edgeopt.errors import CandidateError
+from edgeopt.llm.quality import mean_kld, top1_agreement
+from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+THREADS = 2
+
+
+def _mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+@pytest.fixture(scope="module")
+def evaluated(
+    build_candidate: Callable[..., Any], eval_windows: np.ndarray, hf_ref_logits: np.ndarray
+) -> Callable[..., dict[str, Any]]:
+    cache: dict[str, dict[str, Any]] = {}
+
+    def get(name: str, recipe: str, options: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+        if name not in cache:
+            out, cand_dir = build_candidate(name, recipe, options, parent)
+            runner = get_runtime(out.runtime)(cand_dir, out.model_file, out.details, THREADS)
+            lg = np.stack([runner.logits(w) for w in eval_windows])
+            cache[name] = {"kld": mean_kld(hf_ref_logits, lg), "top1": top1_agreement(hf_ref_logits, lg),
+                           "mb": _mb(cand_dir), "out": out, "dir": cand_dir, "runner": runner}
+            print(f"{name}: KLD {cache[name]['kld']:.3g} top1 {cache[name]['top1']:.4f} {cache[name]['mb']:.1f} MB")
+        return cache[name]
+
+    return get
+
+
+def _fp32(evaluated: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return evaluated("ort-fp32", "ort-causal-lm-export", {})
+
+
+def test_recipes_registered_for_causal_lm_only() -> None:
+    recipes = all_recipes()
+    assert recipes["ort-causal-lm-export"].accepts == ("base", "hf")
+    assert recipes["ort-matmulnbits-int4"].accepts == ("onnx-llm",)
+    for name in ("ort-causal-lm-export", "ort-matmulnbits-int4"):
+        assert recipes[name].tasks == ("causal-lm",)
+
+
+def test_fp32_export_matches_hf_and_decodes_greedily(evaluated: Callable[..., dict[str, Any]],
+                                                     hf_greedy: tuple[np.ndarray, list[int]]) -> None:
+    fp32 = _fp32(evaluated)
+    assert fp32["out"].format == "onnx-llm" and fp32["out"].precision == "fp32"
+    # Measured: KLD ~1e-11, top-1 1.0.
+    assert fp32["top1"] >= 0.99
+    assert fp32["kld"] < 1e-5
+    runner = fp32["runner"]
+    assert runner.runtime_info()["intra_op_threads"] == THREADS
+    prompt, hf_tokens = hf_greedy
+    gen = runner.generate(prompt, len(hf_tokens))
+    assert len(gen.token_ids) == len(hf_tokens) and len(gen.decode_s) == len(hf_tokens) - 1
+    assert gen.ttft_s > 0 and all(t > 0 for t in gen.decode_s)
+    assert gen.token_ids[:8] == hf_tokens[:8]
+    assert runner.generate(prompt, 1).token_ids == gen.token_ids[:1]  # fresh state every call
+
+
+def test_matmulnbits_int4_shrinks_the_model_and_stays_usable(evaluated: Callable[..., dict[str, Any]],
+                                                             hf_greedy: tuple[np.ndarray, list[int]]) -> None:
+    fp32 = _fp32(evaluated)
+    int4 = evaluated("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")
+    ops = int4["out"].details["ops"]
+    # Every linear layer of the 30 blocks (7 each) plus the output projection; the embedding table too.
+    assert ops["MatMulNBits"] == 7 * fp32["out"].details["n_layers"] + 1
+    assert ops["GatherBlockQuantized"] == 1
+    assert int4["out"].precision == "int4-weights"
+    assert int4["mb"] < 0.2 * fp32["mb"]
+    # Measured on these windows: KLD ~0.45, top-1 ~0.6 (the weights are themselves Q4_1-rounded).
+    assert fp32["kld"] < int4["kld"] < 1.0
+    assert int4["top1"] > 0.5
+    prompt, hf_tokens = hf_greedy
+    assert len(int4["runner"].generate(prompt, len(hf_tokens)).token_ids) == len(hf_tokens)
+
+
+def test_options_are_validated() -> None:
+    opts = get_recipe("ort-matmulnbits-int4").options_model
+    for bad in ({"block_size": 8}, {"accuracy_level": 5}, {"bits": 8}):
+        with pytest.raises(ValidationError):
+            opts.model_validate(bad)
+    with pytest.raises(ValidationError):
+        get_recipe("ort-causal-lm-export").options_model.model_validate({"opset": 21})
+
+
+def _tiny_matmul_onnx(path: Path, opset: int) -> None:
+    """A one-MatMul ONNX model with a constant weight: enough for the quantizer's own checks."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((64, 64), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm")],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 64])],
+        [weight],
+    )
+    # IR version 8: what opset 17 shipped with (onnx's newest may be ahead of onnxruntime's).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.save_model(model, str(path))
+
+
+def test_int4_refuses_wrong_parents(llm_base: Any, tmp_path: Path) -> None:
+    recipe = get_recipe("ort-matmulnbits-int4")
+    _tiny_matmul_onnx(tmp_path / "model.onnx", opset=17)
+
+    def build(parent: ParentArtifact | None, **opts: Any) -> Any:
+        out = tmp_path / "out"
+        out.mkdir(exist_ok=True)
+        return recipe.build(BuildContext(base=llm_base, parent=parent, out_dir=out,
+                                         options=recipe.options_model(**opts), calibration={}, threads=THREADS))
+
+    with pytest.raises(CandidateError, match="onnx-llm"):
+        build(None)
+    with pytest.raises(CandidateError, match="onnx-llm"):  # an encoder ONNX is not an LLM parent
+        build(ParentArtifact(name="enc", dir=tmp_path, format="onnx", model_file="model.onnx"))
+    llm_parent = ParentArtifact(name="old", dir=tmp_path, format="onnx-llm", model_file="model.onnx")
+    with pytest.raises(CandidateError, match="opset >= 18"):
+        build(llm_parent)
+    # Without the embedding table, an opset-17 parent quantizes.
+    out = build(llm_parent, quantize_embeddings=False)
+    assert out.details["ops"] == {"MatMulNBits": 1}
+
+
+def test_runtime_needs_the_kv_cache_interface(tmp_path: Path) -> None:
+    _tiny_matmul_onnx(tmp_path / "model.onnx", opset=17)
+    with pytest.raises(CandidateError, match="input"):
+        get_runtime("onnxruntime-causal-lm")(tmp_path, "model.onnx", {}, THREADS)
+    with pytest.raises(CandidateError, match="not found"):
+        get_runtime("onnxruntime-causal-lm")(tmp_path, "missing.onnx", {}, THREADS)
