@@ -218,7 +218,9 @@ def rows_peers(params_path: Path, outcome: Any) -> list[dict]:
     app = shutil.which("benchmark_app") or str(ROOT / ".venv" / "bin" / "benchmark_app")
     for name in [n for n in ("ov-fp32", "nncf-int8-ptq") if n in by]:
         xml = ctx.ws.candidate_dir(name) / "model.xml"
-        cmd = [app, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nstreams", "1",
+        # benchmark_app refuses -nstreams/-nthreads with a hint: "-hint none" + 1 stream is the
+        # latency setting spelled out, like our runtime's (LATENCY hint, 1 stream, N threads).
+        cmd = [app, "-m", str(xml), "-d", "CPU", "-hint", "none", "-api", "sync", "-nstreams", "1",
                "-nthreads", str(b.threads), "-infer_precision", "f32", "-t", "10",
                "-data_shape", f"input_ids[1,{b.sequence_length}],attention_mask[1,{b.sequence_length}]"]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

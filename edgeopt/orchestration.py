@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -150,8 +149,10 @@ def benchmark_slot(name: str, wait_s: float, label: str = "") -> Iterator[None]:
     (`edgeopt.benchmark.started`/`.finished`). Without one, each run has its own temporary
     server whose lease state dies with it, so only the file lock is used.
     """
+    from prefect.settings import PREFECT_API_URL
+
     with machine_lock(name, wait_s):
-        if not os.environ.get("PREFECT_API_URL"):
+        if not PREFECT_API_URL.value():  # a temporary server: its lease state dies with the run
             yield
             return
         from prefect.concurrency.sync import concurrency

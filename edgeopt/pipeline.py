@@ -367,7 +367,11 @@ def run_candidates(
     """
     from edgeopt import progress
 
-    build = build or (lambda spec, parent, key: build_candidate(ctx, spec, prepared, inputs, parent, key))
+    def build_here(spec: CandidateSpec, parent: CandidateRecord | None, key: str) -> CandidateRecord:
+        with stageclock.stage("build"):
+            return build_candidate(ctx, spec, prepared, inputs, parent, key)
+
+    build = build or build_here
     measure = measure or (lambda record, key: measure_candidate(ctx, record, inputs))
     specs = ordered_candidates(ctx.cfg)
     versions = library_versions()
@@ -388,8 +392,8 @@ def run_candidates(
         parent = records.get(spec.parent) if spec.parent else None
         key = candidate_cache_key(spec, prepared, parent.cache_key if parent else None, inputs, versions)
         try:
-            with stageclock.stage("build"):
-                records[spec.name] = build(spec, parent, key)
+            # The build step's own compute is clocked inside it (tasks/stages.py, or below).
+            records[spec.name] = build(spec, parent, key)
         except CandidateError as err:
             errors[spec.name] = ("failed", failure_text(err))
     progress.report("build", len(specs), len(specs), "done")

@@ -19,7 +19,8 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
     """Fan the builds out through the configured task runner (threads or Dask).
 
     A candidate is submitted as soon as its parent is built; children of a failed parent and
-    recipes whose requirements are unmet are left for `run_candidates` to mark skipped.
+    disabled candidates and recipes whose requirements are unmet are left for `run_candidates`
+    to mark skipped.
     Returns the built records and the failures (candidate -> message).
     """
     from edgeopt import progress
@@ -44,7 +45,7 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
                     left_out.add(spec.name)
                 elif spec.parent is not None and spec.parent not in records:
                     continue  # its parent is still building
-                elif get_recipe(spec.recipe).requires.unmet():
+                elif not spec.enabled or get_recipe(spec.recipe).requires.unmet():
                     left_out.add(spec.name)
                 else:
                     task = stages.build_candidate

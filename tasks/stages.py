@@ -51,7 +51,8 @@ def build_candidate(
     ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
     parent: CandidateRecord | None, cache_key: str,
 ) -> CandidateRecord:
-    return pipeline.build_candidate(ctx, spec, prepared, inputs, parent, cache_key)
+    with stageclock.stage("build"):
+        return pipeline.build_candidate(ctx, spec, prepared, inputs, parent, cache_key)
 
 
 def _measure_key(_: Any, p: dict[str, Any]) -> str:

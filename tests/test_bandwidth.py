@@ -29,3 +29,16 @@ def test_a_corrupt_cache_is_measured_over(tmp_path: Path) -> None:
     (tmp_path / CACHE_FILE).write_text("{not json")
     assert copy_bandwidth(tmp_path, 1, buffer_mb=8)["bytes_per_s"] > 0
     assert json.loads((tmp_path / CACHE_FILE).read_text())["fingerprint"] == machine_fingerprint(1)
+
+
+def test_buffers_do_not_count_towards_the_callers_peak_rss(tmp_path: Path) -> None:
+    """The measurement runs in a child: a benchmark that asks for it keeps its own peak RSS."""
+    import subprocess
+    import sys
+
+    code = ("from pathlib import Path; from edgeopt.bandwidth import copy_bandwidth; "
+            f"copy_bandwidth(Path({str(tmp_path)!r}), 1, buffer_mb=256); "
+            "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) < 200 * 1024  # KiB; 2 x 256 MiB of buffers in-process would be > 512 MiB
+    assert (tmp_path / CACHE_FILE).is_file()
