@@ -340,6 +340,8 @@ def write_metrics(ctx: PipelineContext, selection: Selection) -> None:
                 **{k: round(v, 5) for k, v in r.quality.metrics.items()},
                 "quality_retention": round(r.quality_retention or 0.0, 5),
                 "speedup": round(r.speedup or 0.0, 3),
+                # Workload-specific speed figures (causal-lm: prompt tok/s, TTFT, roof fraction).
+                **{k: round(v, 4) for k, v in r.measurement.extra.items()},
             }
     tmp = ctx.ws.metrics.with_name(".metrics.tmp")
     tmp.write_text(json.dumps(out, indent=2))

@@ -45,8 +45,9 @@ def test_the_report_is_written_logged_and_renders(deployed: Deployed, ops_dir: P
     for target in POOLS:  # each target's report sits in its own folder
         assert (ws / "targets" / target / "report.html").is_file()
     # Logged to the pipeline run of each machine.
+    runs = _pipeline_runs(deployed)  # points MLflow at the test server first
     client = mlflow.MlflowClient()
-    for target, run in _pipeline_runs(deployed).items():
+    for target, run in runs.items():
         assert "report.html" in {a.path for a in client.list_artifacts(run.info.run_id)}, target
     # Self-contained: no external scripts, styles or images.
     text = report.read_text()
