@@ -270,8 +270,11 @@ def prepare_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt =
     ctx = _context(params, pipeline)
     _preflight(ctx)
     prepared = prepare_data(ctx)
+    # text-windows data (causal-lm) has no pairs: its "sentences" are the evaluation windows.
+    counts = (f"{prepared.n_sentences} evaluation windows" if prepared.task == "causal-lm"
+              else f"{prepared.n_pairs} pairs, {prepared.n_sentences} sentences")
     console.print(f"base {prepared.base_format} sha256 {prepared.base_sha256[:12]}; "
-                  f"{prepared.n_pairs} pairs, {prepared.n_sentences} sentences (digest {prepared.data_digest[:12]})")
+                  f"{counts} (digest {prepared.data_digest[:12]})")
 
 
 @app.command("validate")

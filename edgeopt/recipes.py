@@ -29,6 +29,8 @@ ADAPTER_MODULES = (
     "edgeopt.adapters.olive",
     "edgeopt.adapters.openvino_llm",
     "edgeopt.adapters.onnxruntime_llm",
+    "edgeopt.adapters.olive_llm",
+    "edgeopt.adapters.mlx_llm",
 )
 
 

@@ -1,5 +1,6 @@
 """Shared by the OpenVINO and ONNX Runtime causal-LM adapters: the traceable KV-cache module both
-exporters trace, the I/O names of the exported graphs, and the timed greedy-decoding loop.
+exporters trace, the I/O names of the exported graphs, the timed greedy-decoding loop, and the weight bytes a
+decoded token reads (`weight_reads`, over a framework-neutral description of either graph).
 
 The exported graphs follow the optimum/onnxruntime-genai layout: inputs `input_ids`, `attention_mask`
 (past + new tokens), `position_ids` and `past_key_values.{i}.key|value` [batch, kv_heads, past, head_dim];
@@ -10,13 +11,14 @@ padding. torch and transformers are imported inside functions.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeopt.errors import CandidateError
+from edgeopt.errors import CandidateError, short_error
 from edgeopt.recipes import BuildContext, Generation
 
 if TYPE_CHECKING:
@@ -34,11 +36,7 @@ def present_names(n_layers: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
 
 
-def short_error(exc: BaseException, limit: int = 300) -> str:
-    """One line for CandidateError: library messages can be pages long."""
-    text = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 
 def source_hf_dir(ctx: BuildContext, recipe: str) -> tuple[Path, str]:
@@ -134,6 +132,63 @@ def example_inputs(shape: dict[str, int], past: int = 2, seq: int = 3) -> tuple[
     pos = torch.arange(past, past + seq, dtype=torch.int64)[None]
     kv = [torch.zeros(1, shape["kv_heads"], past, shape["head_dim"]) for _ in range(2 * shape["n_layers"])]
     return (ids, mask, pos, *kv)
+
+
+# Op types that multiply a token's activations by a weight matrix, and that look one row up per token.
+MATMUL_OPS = frozenset({"MatMul", "MatMulNBits", "Gemm", "FullyConnected"})
+LOOKUP_OPS = frozenset({"Gather", "GatherBlockQuantized"})
+# Ops never folded into a constant chain even when all their inputs are constant (state initial values).
+OPAQUE_OPS = frozenset({"ReadValue", "Assign", "Result"})
+
+
+@dataclass(frozen=True)
+class GraphConst:
+    """A constant / initializer: bytes a decode step reads from it, and its logical element count (a packed
+    int4 N x K matrix counts N*K)."""
+
+    name: str
+    nbytes: int
+    elements: int
+
+
+@dataclass(frozen=True)
+class GraphOp:
+    """A non-constant node: the value names it reads and writes (a missing optional input is "")."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def weight_reads(consts: Sequence[GraphConst], ops: Sequence[GraphOp]) -> tuple[int, int]:
+    """(weight bytes, matrix parameters) one decoded token reads, from a graph description.
+
+    `ops` in topological order. An op whose inputs are all constant-derived (decompression chains:
+    Convert -> Subtract -> Multiply -> Reshape, casts, transposes) is part of the constant; the first op
+    that also takes an activation consumes every constant feeding it. A constant consumed only by lookups
+    (the token-embedding table) reads one row per token and is not counted; consumed by a lookup and a
+    MatMul (tied embeddings) it counts once. Each MatMul multiplies the largest constant feeding it (the
+    matrix; the others are its scales / zero points / shapes).
+    """
+    origin: dict[str, frozenset[str]] = {c.name: frozenset({c.name}) for c in consts}
+    consumers: dict[str, set[str]] = {}
+    matmuls: list[frozenset[str]] = []
+    for op in ops:
+        inputs = [v for v in op.inputs if v]
+        if inputs and op.op_type not in OPAQUE_OPS and all(v in origin for v in inputs):
+            derived = frozenset().union(*(origin[v] for v in inputs))
+            origin.update((out, derived) for out in op.outputs)
+            continue
+        fed = frozenset().union(*(origin[v] for v in inputs if v in origin))
+        for name in fed:
+            consumers.setdefault(name, set()).add(op.op_type)
+        if fed and op.op_type in MATMUL_OPS:
+            matmuls.append(fed)
+    size = {c.name: c for c in consts}
+    weight_bytes = sum(size[name].nbytes for name, types in consumers.items() if not types <= LOOKUP_OPS)
+    matmul_params = sum(max(size[name].elements for name in fed) for fed in matmuls)
+    return weight_bytes, matmul_params
 
 
 def check_window(input_ids: np.ndarray) -> np.ndarray:

@@ -38,8 +38,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgeopt.errors import CandidateError
+from edgeopt.errors import CandidateError, library_errors
 from edgeopt.recipes import BuildContext, BuildOutput, Recipe, Requirements, register_recipe
 
 OLIVE_DIR = "olive"  # Olive's own records, inside the candidate folder
@@ -158,20 +156,10 @@ class OliveOptimizeOptions(BaseModel):
 # helpers
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
-@contextmanager
-def _library_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except CandidateError:
-        raise
-    except Exception as exc:  # Olive and its passes raise anything
-        raise CandidateError(f"{what} failed: {_short(exc)}") from exc
+
+
 
 
 def _quiet_telemetry() -> None:
@@ -291,7 +279,7 @@ def _base_config(hf_dir: Path, work: Path, opset: int, passes: dict[str, dict[st
     }
 
 
-def _run_olive(config: dict[str, Any], threads: int) -> Any:
+def run_olive(config: dict[str, Any], threads: int) -> Any:
     import torch
 
     _quiet_telemetry()
@@ -316,7 +304,7 @@ def _chain(footprint: dict[str, Any], model_id: str) -> list[dict[str, Any]]:
     return nodes[::-1]
 
 
-def _lineage_passes(footprint: dict[str, Any], model_id: str, names: dict[str, str]) -> list[dict[str, Any]]:
+def lineage_passes(footprint: dict[str, Any], model_id: str, names: dict[str, str]) -> list[dict[str, Any]]:
     out = []
     for node in _chain(footprint, model_id):
         from_pass = str(node.get("from_pass"))
@@ -330,7 +318,7 @@ def _lineage_passes(footprint: dict[str, Any], model_id: str, names: dict[str, s
     return out
 
 
-def _store_artifacts(output_dir: Path, dest: Path, config: dict[str, Any], search: bool) -> list[str]:
+def store_olive_artifacts(output_dir: Path, dest: Path, config: dict[str, Any], search: bool) -> list[str]:
     """Copy Olive's records into the candidate's olive/ folder; returns their relative paths."""
     dest.mkdir(parents=True, exist_ok=True)
     kept = []
@@ -384,13 +372,13 @@ def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, 
     if best is None:
         raise CandidateError("Olive produced no output model (every pass or search point failed)")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    with _library_errors("copying Olive's output model"):
+    with library_errors("copying Olive's output model"):
         fmt, runtime, model_file, model_details = _export_best(best, ctx.out_dir)
     output_dir = work / "output"
-    artifacts = _store_artifacts(output_dir, ctx.out_dir / OLIVE_DIR, config, search)
+    artifacts = store_olive_artifacts(output_dir, ctx.out_dir / OLIVE_DIR, config, search)
     footprint_path = ctx.out_dir / OLIVE_DIR / "footprint.json"
     footprint = json.loads(footprint_path.read_text()) if footprint_path.is_file() else {}
-    passes = _lineage_passes(footprint, best.model_id, names)
+    passes = lineage_passes(footprint, best.model_id, names)
     precision = model_details.pop("precision", None) or (
         "int8" if any(p["name"] in _QUANTIZERS for p in passes) else "fp32")
     details = {
@@ -441,8 +429,8 @@ def _build_workflow(ctx: BuildContext) -> BuildOutput:
         passes = _workflow_passes(opts, hf_dir, "edgeopt_calibration" if data_configs else None)
         config = _base_config(hf_dir, work, opts.opset, passes)
         config["data_configs"] = data_configs
-        with _library_errors("Olive workflow"):
-            output = _run_olive(config, ctx.threads)
+        with library_errors("Olive workflow"):
+            output = run_olive(config, ctx.threads)
         names = {PASS_TYPES[p].lower(): p for p in opts.passes}
         extra: dict[str, Any] = {"workflow": "fixed pass list"}
         if n_cal:
@@ -535,8 +523,8 @@ def _build_optimize(ctx: BuildContext) -> BuildOutput:
             "max_iter": opts.max_iter,
         }
         _register_post_process()
-        with _library_errors("Olive search"):
-            output = _run_olive(config, ctx.threads)
+        with library_errors("Olive search"):
+            output = run_olive(config, ctx.threads)
         names = {"onnxconversion": "conversion", "orttransformersoptimization": "transformers_optimization",
                  "onnxquantization": "quantization"}
         best = output.get_best_candidate() if output is not None else None

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt.errors import CandidateError
+from edgeopt.errors import CandidateError, library_errors
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -41,21 +39,10 @@ _GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "Erf", "Tanh
 # helpers
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
-@contextmanager
-def _library_errors(what: str) -> Iterator[None]:
-    """Turn any library failure into a CandidateError: the pipeline marks the candidate FAILED."""
-    try:
-        yield
-    except CandidateError:
-        raise
-    except Exception as exc:  # torch/onnx/onnxruntime raise anything from RuntimeError to bare Exception
-        raise CandidateError(f"{what} failed: {_short(exc)}") from exc
+
+
 
 
 def _parent_onnx(ctx: BuildContext, recipe: str) -> Path:
@@ -236,7 +223,7 @@ def _build_onnx_export(ctx: BuildContext) -> BuildOutput:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     if ctx.parent is None and ctx.base.format == "onnx":
         # A user's ONNX enters the candidate tree as-is (made self-contained if it has side files).
-        with _library_errors("copying the ONNX base model"):
+        with library_errors("copying the ONNX base model"):
             shutil.copyfile(ctx.base.path, out)
             head = _finalize(out, source=Path(ctx.base.path))
         return BuildOutput(
@@ -257,7 +244,7 @@ def _build_onnx_export(ctx: BuildContext) -> BuildOutput:
     work = ctx.out_dir / ".export"
     work.mkdir()
     try:
-        with _library_errors("ONNX export"):
+        with library_errors("ONNX export"):
             details = _export_hf(Path(hf_dir), out, work, opts, ctx.threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -296,7 +283,7 @@ def _build_ort_optimize(ctx: BuildContext) -> BuildOutput:
     opts: OrtOptimizeOptions = ctx.options
     src = _parent_onnx(ctx, "ort-transformer-optimize")
     heads, hidden, cfg = _heads_and_hidden(ctx)
-    with _library_errors("onnxruntime transformer optimizer"):
+    with library_errors("onnxruntime transformer optimizer"):
         from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
 
         if opts.model_type not in MODEL_TYPES:
@@ -370,7 +357,7 @@ def _build_ort_dynamic(ctx: BuildContext) -> BuildOutput:
     src = _parent_onnx(ctx, "ort-dynamic-int8")
     out = ctx.out_dir / MODEL_FILE
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    with _library_errors("onnxruntime dynamic quantization"):
+    with library_errors("onnxruntime dynamic quantization"):
         import onnx
         from onnxruntime.quantization import quantize_dynamic
 
@@ -488,7 +475,7 @@ def _build_ort_static(ctx: BuildContext) -> BuildOutput:
     work = ctx.out_dir / ".work"
     work.mkdir()
     try:
-        with _library_errors("onnxruntime static quantization"):
+        with library_errors("onnxruntime static quantization"):
             import onnx
             from onnxruntime.quantization import (
                 CalibrationDataReader,
@@ -633,5 +620,5 @@ def load_onnxruntime(candidate_dir: Path, model_file: str, details: dict[str, An
     path = Path(candidate_dir) / model_file
     if not path.is_file():
         raise CandidateError(f"{path} does not exist")
-    with _library_errors(f"loading {path.name} in onnxruntime"):
+    with library_errors(f"loading {path.name} in onnxruntime"):
         return OrtRunner(path, threads)

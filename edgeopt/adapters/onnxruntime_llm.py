@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.adapters.causal_lm_common import (
     INPUTS,
     LOGITS,
+    GraphConst,
+    GraphOp,
     check_window,
     example_inputs,
     load_kv_module,
@@ -26,6 +28,7 @@ from edgeopt.adapters.causal_lm_common import (
     short_error,
     source_hf_dir,
     timed_greedy,
+    weight_reads,
 )
 from edgeopt.errors import CandidateError
 from edgeopt.recipes import (
@@ -267,11 +270,15 @@ class OrtCausalLM:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._version = ort.__version__
         self._threads = threads
+        self._path = model_path
+        self._roofline: dict[str, int] | None = None
         self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         inputs = {i.name: i for i in self._session.get_inputs()}
-        missing = [n for n in INPUTS if n not in inputs]
+        # position_ids is optional: onnxruntime-genai's GroupQueryAttention graphs take positions from the mask.
+        missing = [n for n in INPUTS if n != "position_ids" and n not in inputs]
         if missing:
             raise CandidateError(f"{model_path.name} lacks input(s) {', '.join(missing)}")
+        self._positions = "position_ids" in inputs
         self._past = [n for n in inputs if n.startswith("past_key_values.")]
         self._present = [n.replace("past_key_values.", "present.", 1) for n in self._past]
         outputs = {o.name for o in self._session.get_outputs()}
@@ -293,9 +300,10 @@ class OrtCausalLM:
         feed = {
             "input_ids": ids.reshape(1, t),
             "attention_mask": np.ones((1, start + t), dtype=np.int64),
-            "position_ids": np.arange(start, start + t, dtype=np.int64)[None],
             **dict(zip(self._past, past, strict=True)),
         }
+        if self._positions:
+            feed["position_ids"] = np.arange(start, start + t, dtype=np.int64)[None]
         try:
             logits, *self._cache = self._session.run(self._outputs, feed)
         except Exception as exc:
@@ -321,6 +329,22 @@ class OrtCausalLM:
         finally:
             self._cache = []
 
+    def roofline(self) -> dict[str, int]:
+        """Weight bytes and matrix parameters per decoded token, and KV-cache bytes per cached position, from
+        the ONNX graph (read here and dropped: these files hold their weights inline) and the session's KV inputs."""
+        if self._roofline is None:
+            import onnx
+
+            try:
+                weight_bytes, matmul_params = weight_reads(*_graph_description(onnx.load(str(self._path))))
+            except Exception as exc:
+                raise CandidateError(f"onnxruntime: cannot size {self._path.name} for the roofline: "
+                                     f"{short_error(exc)}") from exc
+            _, heads, _, dim = self._empty.shape
+            kv = len(self._past) * heads * dim * self._empty.itemsize
+            self._roofline = {"weight_bytes": weight_bytes, "kv_bytes_per_position": kv, "matmul_params": matmul_params}
+        return dict(self._roofline)
+
     def runtime_info(self) -> dict[str, Any]:
         return {
             "onnxruntime": self._version,
@@ -329,6 +353,44 @@ class OrtCausalLM:
             "kv_cache_dtype": str(self._empty.dtype),
             "layers": len(self._past) // 2,
         }
+
+
+def _tensor_size(dims: Any, data_type: int) -> tuple[int, int]:
+    """(bytes, elements) of a tensor as stored: 4-bit types are packed two per byte."""
+    import onnx
+
+    elements = int(np.prod(list(dims), dtype=np.int64))
+    if data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return (elements + 1) // 2, elements
+    return elements * onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize, elements
+
+
+def _graph_description(model: onnx.ModelProto) -> tuple[list[GraphConst], list[GraphOp]]:
+    """Initializers and Constant nodes as constants, the other nodes (already topologically ordered) as ops.
+
+    MatMulNBits' packed uint8 B counts as its N x K matrix (attributes N and K) for the parameter count.
+    ORT reads float MatMul weights as stored (fp32 here; MLAS prepacking keeps the type).
+    """
+    import onnx
+
+    logical: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits" and len(node.input) > 1:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            logical[node.input[1]] = int(attrs["N"]) * int(attrs["K"])
+    consts, ops = [], []
+    for init in model.graph.initializer:
+        nbytes, elements = _tensor_size(init.dims, init.data_type)
+        consts.append(GraphConst(init.name, nbytes, logical.get(init.name, elements)))
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and node.output:
+            # value_float / value_ints / ... forms are a few bytes: sized as one element.
+            nbytes, elements = _tensor_size(value.dims, value.data_type) if value is not None else (4, 1)
+            consts.append(GraphConst(node.output[0], nbytes, elements))
+        else:
+            ops.append(GraphOp(node.name, node.op_type, tuple(node.input), tuple(node.output)))
+    return consts, ops
 
 
 @register_runtime(RUNTIME)

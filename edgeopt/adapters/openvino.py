@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgeopt.errors import CandidateError
+from edgeopt.errors import CandidateError, short_error
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -82,11 +82,7 @@ class NncfWeightCompressionOptions(BaseModel):
 # helpers
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    """One line for CandidateError: library messages can be pages long."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 
 def _parent_file(ctx: BuildContext, recipe: str, fmt: str) -> Path:
@@ -165,7 +161,7 @@ def _build_ov_convert(ctx: BuildContext) -> BuildOutput:
     except CandidateError:
         raise
     except Exception as exc:
-        raise CandidateError(f"ov-convert: {_short(exc)}") from exc
+        raise CandidateError(f"ov-convert: {short_error(exc)}") from exc
     return BuildOutput(
         format=IR_FORMAT,
         runtime=RUNTIME,
@@ -245,7 +241,7 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
     except CandidateError:
         raise
     except Exception as exc:
-        raise CandidateError(f"nncf-ptq-int8: {_short(exc)}") from exc
+        raise CandidateError(f"nncf-ptq-int8: {short_error(exc)}") from exc
     return BuildOutput(
         format=IR_FORMAT,
         runtime=RUNTIME,
@@ -284,7 +280,7 @@ def _build_nncf_weights(ctx: BuildContext) -> BuildOutput:
     except CandidateError:
         raise
     except Exception as exc:
-        raise CandidateError(f"nncf-weight-compression: {_short(exc)}") from exc
+        raise CandidateError(f"nncf-weight-compression: {short_error(exc)}") from exc
     return BuildOutput(
         format=IR_FORMAT,
         runtime=RUNTIME,
@@ -374,7 +370,7 @@ class OpenVINORunner:
         try:
             out = np.asarray(self._request.infer(feed)[self._output], dtype=np.float32)
         except Exception as exc:
-            raise CandidateError(f"openvino: inference failed: {_short(exc)}") from exc
+            raise CandidateError(f"openvino: inference failed: {short_error(exc)}") from exc
         if out.ndim == 3:  # last_hidden_state: mean-pool over real tokens
             m = attention_mask.astype(np.float32)[..., None]
             out = (out * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
@@ -420,4 +416,4 @@ def load_openvino(candidate_dir: Path, model_file: str, details: dict[str, Any],
     except CandidateError:
         raise
     except Exception as exc:
-        raise CandidateError(f"openvino: cannot compile {xml.name}: {_short(exc)}") from exc
+        raise CandidateError(f"openvino: cannot compile {xml.name}: {short_error(exc)}") from exc

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgeopt.adapters.causal_lm_common import (
     INPUTS,
     LOGITS,
+    GraphConst,
+    GraphOp,
     check_window,
     example_inputs,
     load_kv_module,
@@ -27,6 +29,7 @@ from edgeopt.adapters.causal_lm_common import (
     short_error,
     source_hf_dir,
     timed_greedy,
+    weight_reads,
 )
 from edgeopt.errors import CandidateError
 from edgeopt.recipes import (
@@ -358,6 +361,8 @@ class OpenVINOCausalLM:
         if kv_cache_precision != "auto":
             config[hints.kv_cache_precision()] = types[kv_cache_precision]
         core = ov.Core()
+        self._xml = xml
+        self._roofline: dict[str, int] | None = None
         self._compiled = core.compile_model(core.read_model(str(xml)), DEVICE, config)
         self._request = self._compiled.create_infer_request()
         if not self._request.query_state():
@@ -396,6 +401,60 @@ class OpenVINOCausalLM:
             max_new_tokens,
         )
 
+    def roofline(self) -> dict[str, int]:
+        """Weight bytes and matrix parameters per decoded token, and KV-cache bytes per cached position, from
+        the IR as compiled (the graph is re-read here, memory-mapped, not kept)."""
+        if self._roofline is None:
+            try:
+                self._roofline = self._compute_roofline()
+            except Exception as exc:
+                raise CandidateError(
+                    f"openvino: cannot size {self._xml.name} for the roofline: {short_error(exc)}"
+                ) from exc
+        return dict(self._roofline)
+
+    def _compute_roofline(self) -> dict[str, int]:
+        import openvino as ov
+        import openvino.properties.hint as hints
+
+        get = self._compiled.get_property
+        # Float constants count at the compiled inference precision: the CPU plugin converts them when it
+        # packs the weights (an fp16 IR run in f32 allocated ~475 MB at its first inference, the int8 IR
+        # ~136 MB, its stored size), so at f32 an fp16 IR reads f32 weights. Integer weights stay packed
+        # and are decompressed on the fly: their stored bytes, plus their scales and zero points.
+        float_size = int(get(hints.inference_precision()).size)
+        model = ov.Core().read_model(str(self._xml))
+        consts, ops, kv_per_position = [], [], 0
+        for op in model.get_ordered_ops():
+            name, op_type = op.get_name(), op.get_type_name()
+            if op_type == "Constant":
+                elements = int(np.prod(list(op.get_output_shape(0)), dtype=np.int64))
+                real = op.get_output_element_type(0).is_real()
+                consts.append(GraphConst(name, elements * float_size if real else int(op.get_byte_size()), elements))
+                continue
+            ops.append(GraphOp(name, op_type, tuple(i.get_source_output().get_node().get_name() for i in op.inputs()),
+                               (name,)))
+            if op_type == "ReadValue":  # one KV state [batch 1, kv_heads, past (dynamic), head_dim]
+                kv_per_position += int(np.prod([d.get_length() for d in op.get_output_partial_shape(0) if d.is_static]))
+        weight_bytes, matmul_params = weight_reads(consts, ops)
+        # The fused KV-cache attention stores the cache at kv_cache_precision (u8 adds small per-token scales
+        # and zero points, not counted); decomposed attention keeps it as the state tensors' type.
+        if self._fused_attention():
+            kv_size = int(get(hints.kv_cache_precision()).size)
+        else:
+            kv_size = int(self._request.query_state()[0].state.get_element_type().size)
+        return {"weight_bytes": weight_bytes, "kv_bytes_per_position": kv_per_position * kv_size,
+                "matmul_params": matmul_params}
+
+    def _fused_attention(self) -> int:
+        """Fused attention nodes reading the cache kept inside the plugin: one per layer when the
+        ReadValue -> Gather -> Concat -> SDPA fusion applied, 0 if attention ran decomposed."""
+        return sum(
+            op.get_rt_info()["layerType"].astype(str) == "ScaledDotProductAttention"
+            for op in self._compiled.get_runtime_model().get_ops()
+            if "layerType" in op.get_rt_info()
+        )
+
     def runtime_info(self) -> dict[str, Any]:
         import openvino as ov
         import openvino.properties as props
@@ -408,20 +467,13 @@ class OpenVINOCausalLM:
             for op in self._compiled.get_runtime_model().get_ops()
             if "runtimePrecision" in op.get_rt_info()
         )
-        layers = Counter(
-            op.get_rt_info()["layerType"].astype(str)
-            for op in self._compiled.get_runtime_model().get_ops()
-            if "layerType" in op.get_rt_info()
-        )
         return {
             "device": DEVICE,
             "requested_inference_precision": self._requested["inference_precision"],
             "inference_precision": get(hints.inference_precision()).get_type_name(),
             "requested_kv_cache_precision": self._requested["kv_cache_precision"],
             "kv_cache_precision": get(hints.kv_cache_precision()).get_type_name(),
-            # Fused attention nodes reading the cache kept inside the plugin: one per layer when the
-            # ReadValue -> Gather -> Concat -> SDPA fusion applied, 0 if attention ran decomposed.
-            "fused_kv_cache_attention": layers.get("ScaledDotProductAttention", 0),
+            "fused_kv_cache_attention": self._fused_attention(),
             "threads": int(get(props.inference_num_threads())),
             "streams": int(get(props.streams.num())),
             "runtime_precisions": dict(sorted(runtime_precisions.items())),

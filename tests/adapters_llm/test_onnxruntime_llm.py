@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from edgeopt.adapters.causal_lm_common import GraphConst, GraphOp, weight_reads
 from edgeopt.errors import CandidateError
 from edgeopt.llm.quality import mean_kld, top1_agreement
 from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
@@ -146,3 +147,60 @@ def test_runtime_needs_the_kv_cache_interface(tmp_path: Path) -> None:
         get_runtime("onnxruntime-causal-lm")(tmp_path, "model.onnx", {}, THREADS)
     with pytest.raises(CandidateError, match="not found"):
         get_runtime("onnxruntime-causal-lm")(tmp_path, "missing.onnx", {}, THREADS)
+
+
+def _hf_reference(hf_dir: Path) -> dict[str, int]:
+    """What the HF folder implies per decoded token in fp32: every stored tensor once (a tied embedding is
+    stored once and read as the output head), its matrix elements, and the f32 KV bytes per position."""
+    import json
+
+    from safetensors import safe_open
+
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    with safe_open(str(hf_dir / "model.safetensors"), framework="np") as f:
+        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    assert cfg["tie_word_embeddings"] and "lm_head.weight" not in shapes  # SmolLM2: tied
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    return {
+        "weight_bytes": 4 * sum(int(np.prod(s)) for s in shapes.values()),
+        "matmul_params": sum(int(np.prod(s)) for s in shapes.values() if len(s) > 1),
+        "kv_bytes_per_position": cfg["num_hidden_layers"] * 2 * cfg["num_key_value_heads"] * head_dim * 4,
+    }
+
+
+def test_weight_reads_of_a_matmulnbits_graph() -> None:
+    """ONNX-like: a block-quantized embedding lookup, one MatMulNBits (packed B counted as its N x K matrix,
+    fp32 scales, no zero point: an empty optional input), and a float output head fed through a Cast."""
+    n, k, v = 16, 64, 100
+    consts = [
+        GraphConst("embed_q", v * k // 2, v * k), GraphConst("embed_scales", v * k // 32 * 4, v * k // 32),
+        GraphConst("B", n * k // 2, n * k), GraphConst("scales", n * k // 32 * 4, n * k // 32),
+        GraphConst("head", v * n * 4, v * n),
+    ]
+    ops = [
+        GraphOp("lookup", "GatherBlockQuantized", ("embed_q", "input_ids", "embed_scales"), ("x",)),
+        GraphOp("proj", "MatMulNBits", ("x", "B", "scales", ""), ("y",)),
+        GraphOp("cast", "Cast", ("head",), ("head_f",)),
+        GraphOp("lm_head", "MatMul", ("y", "head_f"), ("logits",)),
+    ]
+    assert weight_reads(consts, ops) == (n * k // 2 + n * k // 8 + v * n * 4, n * k + v * n)
+
+
+def test_roofline_from_the_onnx_graphs(evaluated: Callable[..., dict[str, Any]], hf_dir: Path) -> None:
+    ref = _hf_reference(hf_dir)
+    fp32 = _fp32(evaluated)
+    int4 = evaluated("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")
+    roofs = {"fp32": fp32["runner"].roofline(), "int4": int4["runner"].roofline()}
+    print({k: {"weight_mb": r["weight_bytes"] / 1e6, **r} for k, r in roofs.items()})
+    # The export stores the tied embedding twice (the lookup table and the head's transposed copy); only the
+    # head is read per token, so the fp32 graph reads what the HF weights weigh.
+    assert abs(roofs["fp32"]["weight_bytes"] / ref["weight_bytes"] - 1) < 0.01
+    for r in roofs.values():
+        assert abs(r["matmul_params"] / ref["matmul_params"] - 1) < 1e-3
+        assert r["kv_bytes_per_position"] == ref["kv_bytes_per_position"]
+    # Every matrix (head included) as 4-bit symmetric blocks with one fp32 scale each; the int4 embedding
+    # table is a lookup.
+    details = int4["out"].details
+    assert details["is_symmetric"] and details["quantize_lm_head"]
+    bytes_per_param = 0.5 + 4 / details["block_size"]
+    assert abs(roofs["int4"]["weight_bytes"] / (ref["matmul_params"] * bytes_per_param) - 1) < 0.02

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from edgeopt.adapters.causal_lm_common import GraphConst, GraphOp, weight_reads
 from edgeopt.errors import CandidateError
 from edgeopt.llm.quality import mean_kld, top1_agreement
 from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
@@ -165,3 +166,100 @@ def test_compression_needs_an_llm_ir_parent_and_calibration_windows(
 def test_runtime_rejects_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CandidateError, match="not found"):
         get_runtime("openvino-causal-lm")(tmp_path, "openvino_model.xml", {}, THREADS)
+
+
+def _hf_reference(hf_dir: Path) -> dict[str, int]:
+    """What the HF folder implies per decoded token in fp32: every stored tensor once (a tied embedding is
+    stored once and read as the output head), its matrix elements, and the f32 KV bytes per position."""
+    import json
+
+    from safetensors import safe_open
+
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    with safe_open(str(hf_dir / "model.safetensors"), framework="np") as f:
+        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    assert cfg["tie_word_embeddings"] and "lm_head.weight" not in shapes  # SmolLM2: tied
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    return {
+        "weight_bytes": 4 * sum(int(np.prod(s)) for s in shapes.values()),
+        "matmul_params": sum(int(np.prod(s)) for s in shapes.values() if len(s) > 1),
+        "kv_bytes_per_position": cfg["num_hidden_layers"] * 2 * cfg["num_key_value_heads"] * head_dim * 4,
+    }
+
+
+def _decompression_graph(tied: bool) -> tuple[list[GraphConst], list[GraphOp]]:
+    """A hand-made OpenVINO-like decoder: an f16 embedding table (Gather), one u8 weight with its zero point
+    and scale (Convert -> Subtract -> Multiply -> Reshape -> MatMul), a norm weight (Multiply by the
+    activations), and an output head that is the embedding table itself (tied) or its own f16 matrix."""
+    v, h, n = 100, 8, 16
+    consts = [
+        GraphConst("embed", v * h * 2, v * h),
+        GraphConst("w_u8", n * h, n * h),
+        GraphConst("zp", n, n),
+        GraphConst("scale", n * 2, n),
+        GraphConst("shape", 16, 2),
+        GraphConst("norm", h * 4, h),
+        GraphConst("axis", 8, 1),
+    ]
+    ops = [
+        GraphOp("ids", "Parameter", (), ("ids",)),
+        GraphOp("embed_f32", "Convert", ("embed",), ("embed_f32",)),
+        GraphOp("lookup", "Gather", ("embed_f32", "ids", "axis"), ("x",)),
+        GraphOp("w_f32", "Convert", ("w_u8",), ("w_f32",)),
+        GraphOp("zp_f32", "Convert", ("zp",), ("zp_f32",)),
+        GraphOp("centred", "Subtract", ("w_f32", "zp_f32"), ("centred",)),
+        GraphOp("scaled", "Multiply", ("centred", "scale"), ("scaled",)),
+        GraphOp("w", "Reshape", ("scaled", "shape"), ("w",)),
+        GraphOp("mlp", "MatMul", ("x", "w"), ("y",)),
+        GraphOp("normed", "Multiply", ("y", "norm"), ("z",)),
+    ]
+    if tied:
+        ops.append(GraphOp("head", "MatMul", ("z", "embed_f32"), ("logits",)))
+    else:
+        consts.append(GraphConst("lm_head", v * h * 2, v * h))
+        ops += [GraphOp("head_f32", "Convert", ("lm_head",), ("head_f32",)),
+                GraphOp("head", "MatMul", ("z", "head_f32"), ("logits",))]
+    ops.append(GraphOp("out", "Result", ("logits",), ()))
+    return consts, ops
+
+
+def test_weight_reads_counts_a_tied_embedding_once_and_an_untied_one_not_at_all() -> None:
+    v, h, n = 100, 8, 16
+    decoder = n * h + n + n * 2 + 16 + h * 4  # u8 weight, zero point, scale, reshape target, norm
+    # Tied: the table is the output head's matrix, read once per token; the lookup adds nothing.
+    assert weight_reads(*_decompression_graph(tied=True)) == (decoder + v * h * 2, n * h + v * h)
+    # Untied: the table is only looked up (one row per token); the separate head counts instead.
+    assert weight_reads(*_decompression_graph(tied=False)) == (decoder + v * h * 2, n * h + v * h)
+    consts, ops = _decompression_graph(tied=False)
+    consts = [GraphConst(c.name, c.nbytes * 3, c.elements) if c.name == "lm_head" else c for c in consts]
+    assert weight_reads(consts, ops) == (decoder + v * h * 6, n * h + v * h)  # the head's bytes, not the table's
+
+
+def test_roofline_from_the_compiled_irs(quality: Callable[..., dict[str, Any]], hf_dir: Path) -> None:
+    ref = _hf_reference(hf_dir)
+    fp16 = _fp16(quality)
+    int8 = quality("nncf-int8", "nncf-llm-weight-compression", {"mode": "int8_asym"}, "ov-fp16")
+    int4 = quality("nncf-int4", "nncf-llm-weight-compression", INT4, "ov-fp16")
+    roofs = {name: c["runner"].roofline() for name, c in (("fp16", fp16), ("int8", int8), ("int4", int4))}
+    print({k: {"weight_mb": r["weight_bytes"] / 1e6, **r} for k, r in roofs.items()})
+    # The fp16 IR computes in f32 and its weights are widened when packed: it reads what fp32 weights weigh
+    # (538 MB; the few KB over are shape constants).
+    assert abs(roofs["fp16"]["weight_bytes"] / ref["weight_bytes"] - 1) < 0.01
+    for r in roofs.values():
+        assert abs(r["matmul_params"] / ref["matmul_params"] - 1) < 1e-3
+        assert r["kv_bytes_per_position"] == ref["kv_bytes_per_position"]  # f32 KV cache asked for
+    # INT8 (all matrices incl. the tied head): a quarter of f32, plus per-row scales and zero points.
+    assert 0.24 < roofs["int8"]["weight_bytes"] / ref["weight_bytes"] < 0.3
+    # INT4 groups of 64 with the tied embedding / head kept in INT8 (NNCF's default): above a pure-int4 eighth.
+    assert roofs["int4"]["weight_bytes"] / ref["weight_bytes"] > 0.125
+    assert roofs["int4"]["weight_bytes"] < 0.75 * roofs["int8"]["weight_bytes"]
+
+    # The KV cache and float weights as actually compiled: a u8 cache is a quarter of f32; bf16 compute (where
+    # the CPU has it) halves the fp16 IR's weight reads.
+    out, cand_dir = fp16["out"], fp16["dir"]
+    u8 = get_runtime(out.runtime)(cand_dir, out.model_file, {**out.details, "kv_cache_precision": "u8"}, THREADS)
+    assert u8.runtime_info()["kv_cache_precision"] == "u8"
+    assert u8.roofline()["kv_bytes_per_position"] == ref["kv_bytes_per_position"] // 4
+    bf16 = get_runtime(out.runtime)(cand_dir, out.model_file, {**out.details, "inference_precision": "bf16"}, THREADS)
+    size = {"f32": 4, "bf16": 2, "f16": 2}[bf16.runtime_info()["inference_precision"]]
+    assert abs(bf16.roofline()["weight_bytes"] / (ref["weight_bytes"] * size / 4) - 1) < 0.01
