@@ -2,13 +2,15 @@
 
 `sampling(path)` samples this very process (py-spy --pid, non-blocking) while a block runs;
 `record_command(cmd, path)` runs a command under py-spy (its children too). Both write py-spy's raw
-collapsed stacks (open with any flame-graph tool, or speedscope) and `summarize` turns them into the
+collapsed stacks, gzipped to `<path>.gz` (a few MB of text each otherwise; `zcat` them into any
+flame-graph tool, or speedscope), and `summarize` turns them into the
 few lines the report shows: the share of samples per library, innermost frame (self) and anywhere in
 the stack (inclusive).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -41,6 +43,18 @@ def sampling(path: Path, idle: bool = False) -> Iterator[None]:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _gzip(path)
+
+
+def stored(path: Path) -> Path:
+    """Where the profile written for `path` is kept."""
+    return path.with_name(path.name + ".gz")
+
+
+def _gzip(path: Path) -> None:
+    if path.is_file():
+        stored(path).write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        path.unlink()
 
 
 def record_command(cmd: list[str], path: Path, cwd: Path, idle: bool = False, native: bool = False,
@@ -49,7 +63,9 @@ def record_command(cmd: list[str], path: Path, cwd: Path, idle: bool = False, na
     path.parent.mkdir(parents=True, exist_ok=True)
     spy = [PY_SPY, "record", "--subprocesses", "-r", RATE, "-f", "raw", "-o", str(path)]
     spy += (["--idle"] if idle else []) + (["--native"] if native else [])
-    return subprocess.run([*spy, "--", *cmd], cwd=cwd, env=env, capture_output=True, text=True).returncode
+    code = subprocess.run([*spy, "--", *cmd], cwd=cwd, env=env, capture_output=True, text=True).returncode
+    _gzip(path)
+    return code
 
 
 _WHERE = re.compile(r"\(([^()]*)\)$")
@@ -75,11 +91,14 @@ def library(frame: str) -> str:
 
 def summarize(path: Path, top: int = 6, within: str | None = None) -> dict[str, object]:
     """Sample shares per library: innermost frame (where the CPU was) and inclusive (anywhere in the stack).
+    `path`: as given to `sampling`/`record_command` (its stored .gz is read).
     `within`: only samples with a frame containing that text (e.g. the timed loop, not the start-up)."""
     self_: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
+    gz = stored(path)
+    text = gzip.decompress(gz.read_bytes()).decode() if gz.is_file() else ""
+    for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit() or (within is not None and within not in stack):
             continue

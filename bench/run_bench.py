@@ -188,7 +188,7 @@ def rows_orchestration(params_path: Path, pipelines: list[str]) -> tuple[list[di
              overhead, "<= 5%", overhead <= 0.05,
              f"wall {wall:.1f} s, compute {compute:.1f} s ("
              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])) + ")"
-             + (f"; profile of this process (py-spy, {parent_profile.name}): "
+             + (f"; profile of this process (py-spy, {profiles.stored(parent_profile).name}): "
                 + profiles.describe(profiles.summarize(parent_profile)) if overhead > 0.05 else ""))
 
     t0 = time.perf_counter()
@@ -213,8 +213,8 @@ def rows_orchestration(params_path: Path, pipelines: list[str]) -> tuple[list[di
     if rerun_cli > 15:
         prof = PROFILES / "row7-cached-rerun.txt"
         profiles.record_command(cli, prof, params_path.parent)
-        detail += f"; profile (py-spy, {prof.name}, CPU samples, children included): " + profiles.describe(
-            profiles.summarize(prof))
+        detail += (f"; profile (py-spy, {profiles.stored(prof).name}, CPU samples, children included): "
+                   + profiles.describe(profiles.summarize(prof)))
     r7 = row(7, "cached re-run with nothing changed (new `edgeopt run` process)", rerun_cli, "<= 15 s",
              rerun_cli <= 15, detail)
     return [r6, r7], outcomes
@@ -381,7 +381,8 @@ def decode_profile(ctx: Any, name: str) -> str:
            str(ctx.ws.inputs), str(b.threads), str(b.decode_tokens), "3"]
     env = {**os.environ, **thread_env(b.threads)}
     profiles.record_command(cmd, prof, ROOT, idle=False, native=True, env=env)
-    return f"decode profile of {name} (py-spy --native, {prof.name}): " + profiles.describe(profiles.summarize(prof))
+    return (f"decode profile of {name} (py-spy --native, {profiles.stored(prof).name}): "
+            + profiles.describe(profiles.summarize(prof)))
 
 
 def rows_llm(params_path: Path, outcome: Any, repeats: int) -> list[dict]:
@@ -506,8 +507,9 @@ def main() -> None:
 
     global PROFILES
     started = time.perf_counter()
-    PROFILES = (args.out / "smoke" if args.smoke else args.out) / "profiles"
-    tmp = args.out / "tmp"
+    out = args.out / "smoke" if args.smoke else args.out  # a smoke run never clobbers a full run's files
+    PROFILES = out / "profiles"
+    tmp = out / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -528,7 +530,6 @@ def main() -> None:
     if llm is not None:
         results += rows_llm(params_path, llm, args.repeats)
         results += rows_peers(params_path, llm, args.repeats)
-    out = args.out / "smoke" if args.smoke else args.out
     md = write_report(results, m, out, time.perf_counter() - started, outcomes)
     print(md.read_text())
 
