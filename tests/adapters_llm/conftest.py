@@ -142,3 +142,31 @@ def build_candidate(llm_base: Any, calibration: dict[str, np.ndarray], llm_dir: 
 
     return build
 
+
+def dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+@pytest.fixture(scope="module")
+def scored(
+    build_candidate: Callable[..., Any], eval_windows: np.ndarray, hf_ref_logits: np.ndarray
+) -> Callable[..., dict[str, Any]]:
+    """(name, recipe, options, parent=None) -> {logits, kld, top1, ppl, mb, out, dir, runner}: the candidate
+    built once, loaded by its own runtime and scored against the HF float32 logits on the eval windows."""
+    from edgeopt.llm.quality import mean_kld, perplexity, top1_agreement
+    from edgeopt.recipes import get_runtime
+
+    cache: dict[str, dict[str, Any]] = {}
+
+    def get(name: str, recipe: str, options: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+        if name not in cache:
+            out, cand_dir = build_candidate(name, recipe, options, parent)
+            runner = get_runtime(out.runtime)(cand_dir, out.model_file, out.details, THREADS)
+            lg = np.stack([runner.logits(w) for w in eval_windows])
+            c = cache[name] = {"logits": lg, "kld": mean_kld(hf_ref_logits, lg),
+                               "top1": top1_agreement(hf_ref_logits, lg), "ppl": perplexity(lg, eval_windows),
+                               "mb": dir_mb(cand_dir), "out": out, "dir": cand_dir, "runner": runner}
+            print(f"{name}: KLD {c['kld']:.3g} top1 {c['top1']:.4f} PPL {c['ppl']:.2f} {c['mb']:.1f} MB")
+        return cache[name]
+
+    return get

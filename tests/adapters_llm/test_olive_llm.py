@@ -15,36 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
-from edgeopt.llm.quality import mean_kld, perplexity, top1_agreement
-from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
+from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe
 
 THREADS = 2
-
-
-def _mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-
-
-@pytest.fixture(scope="module")
-def scored(
-    build_candidate: Callable[..., Any], eval_windows: np.ndarray, hf_ref_logits: np.ndarray
-) -> Callable[..., dict[str, Any]]:
-    """(name, recipe, options, parent) -> the candidate built once and scored on the eval windows."""
-    cache: dict[str, dict[str, Any]] = {}
-
-    def get(name: str, recipe: str, options: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
-        if name not in cache:
-            out, cand_dir = build_candidate(name, recipe, options, parent)
-            runner = get_runtime(out.runtime)(cand_dir, out.model_file, out.details, THREADS)
-            lg = np.stack([runner.logits(w) for w in eval_windows])
-            cache[name] = {"logits": lg, "kld": mean_kld(hf_ref_logits, lg), "top1": top1_agreement(hf_ref_logits, lg),
-                           "ppl": perplexity(lg, eval_windows), "mb": _mb(cand_dir), "out": out, "dir": cand_dir,
-                           "runner": runner}
-            c = cache[name]
-            print(f"{name}: KLD {c['kld']:.3g} top1 {c['top1']:.4f} PPL {c['ppl']:.2f} {c['mb']:.1f} MB")
-        return cache[name]
-
-    return get
 
 
 def _olive_records(cand: dict[str, Any], pass_type: str) -> None:

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from edgeopt.adapters.causal_lm_common import GraphConst, GraphOp, weight_reads
 from edgeopt.errors import CandidateError
-from edgeopt.llm.quality import mean_kld, top1_agreement
 from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
 
 pytest.importorskip("onnxruntime")
@@ -23,31 +22,8 @@ pytest.importorskip("onnx")
 THREADS = 2
 
 
-def _mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-
-
-@pytest.fixture(scope="module")
-def evaluated(
-    build_candidate: Callable[..., Any], eval_windows: np.ndarray, hf_ref_logits: np.ndarray
-) -> Callable[..., dict[str, Any]]:
-    cache: dict[str, dict[str, Any]] = {}
-
-    def get(name: str, recipe: str, options: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
-        if name not in cache:
-            out, cand_dir = build_candidate(name, recipe, options, parent)
-            runner = get_runtime(out.runtime)(cand_dir, out.model_file, out.details, THREADS)
-            lg = np.stack([runner.logits(w) for w in eval_windows])
-            cache[name] = {"kld": mean_kld(hf_ref_logits, lg), "top1": top1_agreement(hf_ref_logits, lg),
-                           "mb": _mb(cand_dir), "out": out, "dir": cand_dir, "runner": runner}
-            print(f"{name}: KLD {cache[name]['kld']:.3g} top1 {cache[name]['top1']:.4f} {cache[name]['mb']:.1f} MB")
-        return cache[name]
-
-    return get
-
-
-def _fp32(evaluated: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    return evaluated("ort-fp32", "ort-causal-lm-export", {})
+def _fp32(scored: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return scored("ort-fp32", "ort-causal-lm-export", {})
 
 
 def test_recipes_registered_for_causal_lm_only() -> None:
@@ -58,9 +34,9 @@ def test_recipes_registered_for_causal_lm_only() -> None:
         assert recipes[name].tasks == ("causal-lm",)
 
 
-def test_fp32_export_matches_hf_and_decodes_greedily(evaluated: Callable[..., dict[str, Any]],
+def test_fp32_export_matches_hf_and_decodes_greedily(scored: Callable[..., dict[str, Any]],
                                                      hf_greedy: tuple[np.ndarray, list[int]]) -> None:
-    fp32 = _fp32(evaluated)
+    fp32 = _fp32(scored)
     assert fp32["out"].format == "onnx-llm" and fp32["out"].precision == "fp32"
     # Measured: KLD ~1e-11, top-1 1.0.
     assert fp32["top1"] >= 0.99
@@ -75,10 +51,10 @@ def test_fp32_export_matches_hf_and_decodes_greedily(evaluated: Callable[..., di
     assert runner.generate(prompt, 1).token_ids == gen.token_ids[:1]  # fresh state every call
 
 
-def test_matmulnbits_int4_shrinks_the_model_and_stays_usable(evaluated: Callable[..., dict[str, Any]],
+def test_matmulnbits_int4_shrinks_the_model_and_stays_usable(scored: Callable[..., dict[str, Any]],
                                                              hf_greedy: tuple[np.ndarray, list[int]]) -> None:
-    fp32 = _fp32(evaluated)
-    int4 = evaluated("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")
+    fp32 = _fp32(scored)
+    int4 = scored("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")
     ops = int4["out"].details["ops"]
     # Every linear layer of the 30 blocks (7 each) plus the output projection; the embedding table too.
     assert ops["MatMulNBits"] == 7 * fp32["out"].details["n_layers"] + 1
@@ -186,10 +162,10 @@ def test_weight_reads_of_a_matmulnbits_graph() -> None:
     assert weight_reads(consts, ops) == (n * k // 2 + n * k // 8 + v * n * 4, n * k + v * n)
 
 
-def test_roofline_from_the_onnx_graphs(evaluated: Callable[..., dict[str, Any]], hf_dir: Path) -> None:
+def test_roofline_from_the_onnx_graphs(scored: Callable[..., dict[str, Any]], hf_dir: Path) -> None:
     ref = _hf_reference(hf_dir)
-    fp32 = _fp32(evaluated)
-    int4 = evaluated("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")
+    fp32 = _fp32(scored)
+    int4 = scored("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")
     roofs = {"fp32": fp32["runner"].roofline(), "int4": int4["runner"].roofline()}
     print({k: {"weight_mb": r["weight_bytes"] / 1e6, **r} for k, r in roofs.items()})
     # The export stores the tied embedding twice (the lookup table and the head's transposed copy); only the

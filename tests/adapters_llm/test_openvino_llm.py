@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from edgeopt.adapters.causal_lm_common import GraphConst, GraphOp, weight_reads
 from edgeopt.errors import CandidateError
-from edgeopt.llm.quality import mean_kld, top1_agreement
 from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
 
 pytest.importorskip("openvino")
@@ -26,46 +25,12 @@ THREADS = 2
 INT4 = {"mode": "int4_asym", "group_size": 64}
 
 
-def _load(out: Any, cand_dir: Path) -> Any:
-    return get_runtime(out.runtime)(cand_dir, out.model_file, out.details, THREADS)
-
-
 def _logits(runner: Any, windows: np.ndarray) -> np.ndarray:
     return np.stack([runner.logits(w) for w in windows])
 
 
-def _mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-
-
-@pytest.fixture(scope="module")
-def quality(
-    build_candidate: Callable[..., Any], eval_windows: np.ndarray, hf_ref_logits: np.ndarray
-) -> Callable[..., dict[str, Any]]:
-    """name -> {kld, top1, mb, out, dir, runner}, each candidate evaluated once."""
-    cache: dict[str, dict[str, Any]] = {}
-
-    def get(name: str, recipe: str, options: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
-        if name not in cache:
-            out, cand_dir = build_candidate(name, recipe, options, parent)
-            runner = _load(out, cand_dir)
-            lg = _logits(runner, eval_windows)
-            cache[name] = {
-                "kld": mean_kld(hf_ref_logits, lg),
-                "top1": top1_agreement(hf_ref_logits, lg),
-                "mb": _mb(cand_dir),
-                "out": out,
-                "dir": cand_dir,
-                "runner": runner,
-            }
-            print(f"{name}: KLD {cache[name]['kld']:.5f} top1 {cache[name]['top1']:.4f} {cache[name]['mb']:.1f} MB")
-        return cache[name]
-
-    return get
-
-
-def _fp16(quality: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    return quality("ov-fp16", "ov-causal-lm", {"weight_format": "fp16"})
+def _fp16(scored: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return scored("ov-fp16", "ov-causal-lm", {"weight_format": "fp16"})
 
 
 def test_recipes_registered_for_causal_lm_only() -> None:
@@ -76,9 +41,9 @@ def test_recipes_registered_for_causal_lm_only() -> None:
         assert recipes[name].tasks == ("causal-lm",)
 
 
-def test_fp32_ir_matches_hf_and_decodes_greedily(quality: Callable[..., dict[str, Any]], eval_windows: np.ndarray,
+def test_fp32_ir_matches_hf_and_decodes_greedily(scored: Callable[..., dict[str, Any]], eval_windows: np.ndarray,
                                                   hf_greedy: tuple[np.ndarray, list[int]]) -> None:
-    fp32 = quality("ov-fp32", "ov-causal-lm", {"weight_format": "fp32"})
+    fp32 = scored("ov-fp32", "ov-causal-lm", {"weight_format": "fp32"})
     # Measured: KLD ~1e-11, top-1 1.0 (f32 compute, f32 KV cache).
     assert fp32["top1"] >= 0.99
     assert fp32["kld"] < 1e-5
@@ -101,10 +66,10 @@ def test_fp32_ir_matches_hf_and_decodes_greedily(quality: Callable[..., dict[str
     np.testing.assert_allclose(runner.logits(eval_windows[1]), _logits(runner, eval_windows[1:2])[0], atol=1e-4)
 
 
-def test_fp16_ir_halves_the_size_and_keeps_quality(quality: Callable[..., dict[str, Any]],
+def test_fp16_ir_halves_the_size_and_keeps_quality(scored: Callable[..., dict[str, Any]],
                                                     hf_greedy: tuple[np.ndarray, list[int]]) -> None:
-    fp16 = _fp16(quality)
-    fp32 = quality("ov-fp32", "ov-causal-lm", {"weight_format": "fp32"})
+    fp16 = _fp16(scored)
+    fp32 = scored("ov-fp32", "ov-causal-lm", {"weight_format": "fp32"})
     assert fp16["mb"] < 0.55 * fp32["mb"]
     assert fp16["out"].details["weight_types"].get("f16", 0) > 0
     # Measured: KLD ~4e-6, top-1 >= 0.998.
@@ -114,11 +79,11 @@ def test_fp16_ir_halves_the_size_and_keeps_quality(quality: Callable[..., dict[s
     assert fp16["runner"].generate(prompt, len(hf_tokens)).token_ids[:8] == hf_tokens[:8]
 
 
-def test_nncf_int8_beats_int4_and_data_aware_int4_beats_data_free(quality: Callable[..., dict[str, Any]]) -> None:
-    fp16 = _fp16(quality)
-    int8 = quality("nncf-int8", "nncf-llm-weight-compression", {"mode": "int8_asym"}, "ov-fp16")
-    int4 = quality("nncf-int4", "nncf-llm-weight-compression", INT4, "ov-fp16")
-    awq = quality("nncf-int4-awq-se", "nncf-llm-weight-compression",
+def test_nncf_int8_beats_int4_and_data_aware_int4_beats_data_free(scored: Callable[..., dict[str, Any]]) -> None:
+    fp16 = _fp16(scored)
+    int8 = scored("nncf-int8", "nncf-llm-weight-compression", {"mode": "int8_asym"}, "ov-fp16")
+    int4 = scored("nncf-int4", "nncf-llm-weight-compression", INT4, "ov-fp16")
+    awq = scored("nncf-int4-awq-se", "nncf-llm-weight-compression",
                   {**INT4, "awq": True, "scale_estimation": True, "subset_size": 8}, "ov-fp16")
     assert "u8" in int8["out"].details["weight_types"]
     assert "u4" in int4["out"].details["weight_types"]
@@ -143,10 +108,10 @@ def test_int4_options_only_for_int4_modes() -> None:
 
 
 def test_compression_needs_an_llm_ir_parent_and_calibration_windows(
-    quality: Callable[..., dict[str, Any]], llm_base: Any, tmp_path: Path
+    scored: Callable[..., dict[str, Any]], llm_base: Any, tmp_path: Path
 ) -> None:
     recipe = get_recipe("nncf-llm-weight-compression")
-    fp16 = _fp16(quality)
+    fp16 = _fp16(scored)
     parent = ParentArtifact(name="ov-fp16", dir=fp16["dir"], format=fp16["out"].format,
                             model_file=fp16["out"].model_file)
 
@@ -235,11 +200,11 @@ def test_weight_reads_counts_a_tied_embedding_once_and_an_untied_one_not_at_all(
     assert weight_reads(consts, ops) == (decoder + v * h * 6, n * h + v * h)  # the head's bytes, not the table's
 
 
-def test_roofline_from_the_compiled_irs(quality: Callable[..., dict[str, Any]], hf_dir: Path) -> None:
+def test_roofline_from_the_compiled_irs(scored: Callable[..., dict[str, Any]], hf_dir: Path) -> None:
     ref = _hf_reference(hf_dir)
-    fp16 = _fp16(quality)
-    int8 = quality("nncf-int8", "nncf-llm-weight-compression", {"mode": "int8_asym"}, "ov-fp16")
-    int4 = quality("nncf-int4", "nncf-llm-weight-compression", INT4, "ov-fp16")
+    fp16 = _fp16(scored)
+    int8 = scored("nncf-int8", "nncf-llm-weight-compression", {"mode": "int8_asym"}, "ov-fp16")
+    int4 = scored("nncf-int4", "nncf-llm-weight-compression", INT4, "ov-fp16")
     roofs = {name: c["runner"].roofline() for name, c in (("fp16", fp16), ("int8", int8), ("int4", int4))}
     print({k: {"weight_mb": r["weight_bytes"] / 1e6, **r} for k, r in roofs.items()})
     # The fp16 IR computes in f32 and its weights are widened when packed: it reads what fp32 weights weigh
