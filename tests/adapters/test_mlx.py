@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
+from edgeopt.lineage import tree_size_bytes
 from edgeopt.recipes import BaseModelInfo, BuildContext, BuildOutput, get_recipe, get_runtime
 
 pytest.importorskip("mlx.core", reason="mlx-convert declares Requirements(modules=('mlx',))")
@@ -44,10 +45,6 @@ def min_cos(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(axis=1).min())
 
 
-def size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir())
-
-
 @pytest.fixture(scope="module")
 def fp32(build: Any) -> tuple[Path, BuildOutput]:
     return build()  # type: ignore[no-any-return]
@@ -73,7 +70,7 @@ def test_fp16(build: Any, fp32: tuple[Path, BuildOutput], tokens: tuple[np.ndarr
               reference: np.ndarray) -> None:
     folder, output = build(dtype="fp16")
     assert output.precision == "fp16"
-    assert size(folder) < 0.55 * size(fp32[0])
+    assert tree_size_bytes(folder) < 0.55 * tree_size_bytes(fp32[0])
     assert min_cos(encode(folder, output, *tokens), reference) >= 0.999
 
 
@@ -95,7 +92,7 @@ def test_int8_and_int4_quantize_the_linear_layers(build: Any, fp32: tuple[Path, 
 
     int4_dir, int4 = build(quantize_bits=4, quantize_embeddings=True)
     assert int4.details["quantized_modules"] == ["Linear", "Embedding"]
-    assert size(int4_dir) < 0.2 * size(fp32[0])  # the embedding table is half of MiniLM's bytes
+    assert tree_size_bytes(int4_dir) < 0.2 * tree_size_bytes(fp32[0])  # the embedding table is half of MiniLM's bytes
     emb4 = encode(int4_dir, int4, *tokens)
     assert 0.93 <= min_cos(emb4, reference) < 0.999  # 4-bit visibly loses precision, but stays close
 

@@ -143,16 +143,25 @@ def build_candidate(llm_base: Any, calibration: dict[str, np.ndarray], llm_dir: 
     return build
 
 
-def dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+@pytest.fixture(scope="module")
+def scored_windows(eval_windows: np.ndarray) -> np.ndarray:
+    """The windows `scored` runs candidates on; a module with a slow runtime overrides it with fewer."""
+    return eval_windows
+
+
+@pytest.fixture(scope="module")
+def scored_reference(hf_ref_logits: np.ndarray) -> np.ndarray:
+    """The HF float32 logits on `scored_windows` (overridden together with it)."""
+    return hf_ref_logits
 
 
 @pytest.fixture(scope="module")
 def scored(
-    build_candidate: Callable[..., Any], eval_windows: np.ndarray, hf_ref_logits: np.ndarray
+    build_candidate: Callable[..., Any], scored_windows: np.ndarray, scored_reference: np.ndarray
 ) -> Callable[..., dict[str, Any]]:
     """(name, recipe, options, parent=None) -> {logits, kld, top1, ppl, mb, out, dir, runner}: the candidate
-    built once, loaded by its own runtime and scored against the HF float32 logits on the eval windows."""
+    built once, loaded by its own runtime and scored against the HF float32 logits on the scored windows."""
+    from edgeopt.lineage import tree_size_bytes
     from edgeopt.llm.quality import mean_kld, perplexity, top1_agreement
     from edgeopt.recipes import get_runtime
 
@@ -162,10 +171,10 @@ def scored(
         if name not in cache:
             out, cand_dir = build_candidate(name, recipe, options, parent)
             runner = get_runtime(out.runtime)(cand_dir, out.model_file, out.details, THREADS)
-            lg = np.stack([runner.logits(w) for w in eval_windows])
-            c = cache[name] = {"logits": lg, "kld": mean_kld(hf_ref_logits, lg),
-                               "top1": top1_agreement(hf_ref_logits, lg), "ppl": perplexity(lg, eval_windows),
-                               "mb": dir_mb(cand_dir), "out": out, "dir": cand_dir, "runner": runner}
+            lg = np.stack([runner.logits(w) for w in scored_windows])
+            c = cache[name] = {"logits": lg, "kld": mean_kld(scored_reference, lg),
+                               "top1": top1_agreement(scored_reference, lg), "ppl": perplexity(lg, scored_windows),
+                               "mb": tree_size_bytes(cand_dir) / 1e6, "out": out, "dir": cand_dir, "runner": runner}
             print(f"{name}: KLD {c['kld']:.3g} top1 {c['top1']:.4f} PPL {c['ppl']:.2f} {c['mb']:.1f} MB")
         return cache[name]
 
