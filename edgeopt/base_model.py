@@ -72,11 +72,18 @@ def check_tokenizer(path: Path) -> None:
     if not path.is_dir():
         raise UserError(f"tokenizer folder not found: {path}")
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A check prints one line or nothing: transformers' own warnings (e.g. about an unknown
+    # model type, which the task's preflight names itself) are not for the console here.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         AutoTokenizer.from_pretrained(str(path))
     except Exception as err:
         raise UserError(f"cannot load a tokenizer from {path}: {err}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _copy_hf(src: Path, dst: Path) -> None:
@@ -87,12 +94,8 @@ def _copy_hf(src: Path, dst: Path) -> None:
                 shutil.copy2(f, dst / f.name)
 
 
-def materialize(source: ModelSource, dest: Path, task: str, project_root: Path) -> BaseModelInfo:
-    """Check the source and copy it to `dest` atomically; return what candidates build from."""
-    if task == "causal-lm":  # a reference GGUF + HF folder + tokenizer, cached by source hash
-        from edgeopt.llm.reference_model import materialize_causal_lm
-
-        return materialize_causal_lm(source, dest, project_root)
+def materialize_files(source: ModelSource, dest: Path, task: str, project_root: Path) -> BaseModelInfo:
+    """A Hugging Face folder or an ONNX file (+ tokenizer), copied as it is."""
 
     def rel(p: Path) -> Path:
         return p if p.is_absolute() else project_root / p

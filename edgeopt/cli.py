@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeopt.config import json_schema, load_params
-from edgeopt.errors import UserError
+from edgeopt.errors import BusyError, ExitCode, InfrastructureError, UserError
+from edgeopt.outcome import Verdict, verdict, worst
 from edgeopt.results import Selection
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,7 +34,25 @@ PipelineOpt = Annotated[str | None, typer.Option("--pipeline", help="Pipeline na
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _print_error(text: str) -> None:
+    # One line, always: some library messages (YAML, safetensors) carry their own newlines.
+    # escape: a message quoting "[...]" (YAML, paths) is text, not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
+
+
+def _crash_log(err: BaseException) -> Path:
+    """An internal failure's full traceback, kept out of the console."""
+    import tempfile
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"edgeopt-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text("".join(traceback.format_exception(err)))
+    return path
+
+
 def user_errors(fn: F) -> F:
+    """The exit codes (README, "Exit codes"): each failure is one line on stderr, never a traceback."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from edgeopt.environment import quiet_offline_defaults
@@ -38,11 +61,31 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            # One line, always: some library messages (YAML, safetensors) carry their own newlines.
-            # escape: a message quoting "[...]" (YAML, paths) is text, not rich markup.
-            err_console.print(f"[bold red]error:[/] {escape(' '.join(str(err).split()))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(2) from None
+            _print_error(str(err))
+            raise typer.Exit(ExitCode.USER) from None
+        except BusyError as err:
+            _print_error(str(err))
+            raise typer.Exit(ExitCode.BUSY) from None
+        except InfrastructureError as err:
+            _print_error(str(err))
+            raise typer.Exit(ExitCode.INTERNAL) from None
+        except KeyboardInterrupt:
+            _print_error("interrupted: running builds and measurements were stopped, open runs marked KILLED")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                log = _crash_log(err)
+                _print_error(f"internal error: {type(err).__name__}: {err} (traceback: {log})")
+                raise typer.Exit(ExitCode.INTERNAL) from None
+            _print_error(f"no space left on the device of {err.filename or 'the output folder'}: free some space "
+                         "and run again (finished candidates are reused)")
+            raise typer.Exit(ExitCode.INTERNAL) from None
+        except Exception as err:
+            log = _crash_log(err)
+            _print_error(f"internal error: {type(err).__name__}: {err} (traceback: {log})")
+            raise typer.Exit(ExitCode.INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -57,80 +100,26 @@ def _context(params: Path, pipeline: str | None) -> Any:
     return PipelineContext(p, name, params.resolve().parent)
 
 
-def _check_writable(root: Path) -> None:
-    """Probe by writing: permission bits say nothing for root, and a file may block the path."""
-    import tempfile
+@contextmanager
+def _stop_children_on_signals() -> Iterator[None]:
+    """SIGTERM (and Ctrl-C) stop the build/measure children at once, then unwind as KeyboardInterrupt,
+    so the flow marks its runs KILLED and nothing half-built is published."""
+    from edgeopt.isolation import kill_children
 
+    def handler(signum: int, frame: Any) -> None:
+        kill_children()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-probe-"):
-            pass
-    except OSError as err:
-        raise UserError(f"output folder is not writable: {root} ({err.strerror or err})") from None
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
-def _one_line(err: UserError) -> UserError:
-    text = str(err).strip().splitlines()
-    return UserError(text[0] if text else "invalid input")
-
-
-def _preflight(ctx: Any) -> None:
-    """Check everything the user gave before an orchestrated run starts: the model files
-    (existence and integrity), the evaluation data, then the output folder. Nothing is written
-    to the workspace, and nothing reaches the registry, unless all of it passes."""
-    try:
-        _check_inputs(ctx)
-    except UserError as err:
-        raise _one_line(err) from None
-    _check_writable(ctx.ws.root)
-
-
-def _check_inputs(ctx: Any) -> None:
-    from edgeopt.config import GgufFileModel, HFFolderModel, JsonlData, OnnxFileModel, TextWindowsData
-
-    def rel(p: Path) -> Path:
-        return p if p.is_absolute() else ctx.project_root / p
-
-    where = f"pipelines.{ctx.namespace}"
-    model = ctx.cfg.model
-    if isinstance(model, HFFolderModel | OnnxFileModel | GgufFileModel):
-        path = rel(model.path)
-        if not path.exists():
-            raise UserError(f"{where}.model.path: not found: {path}")
-        if isinstance(model, HFFolderModel):
-            from edgeopt.base_model import check_hf_folder
-
-            check_hf_folder(path)
-        elif isinstance(model, OnnxFileModel):
-            from edgeopt.base_model import check_onnx_file
-
-            check_onnx_file(path)
-            if not rel(model.tokenizer).is_dir():
-                raise UserError(f"{where}.model.tokenizer: not found: {rel(model.tokenizer)}")
-        else:
-            from edgeopt.integrity import check_gguf_file
-
-            check_gguf_file(path)
-    data = ctx.cfg.data
-    if isinstance(data, JsonlData):
-        path = rel(data.path)
-        if not path.is_file():
-            raise UserError(f"{where}.data.path: not found: {path}")
-        _check_eval_data(data.model_copy(update={"path": path}))
-    elif isinstance(data, TextWindowsData) and isinstance(data.source, Path):
-        path = rel(data.source)
-        if not path.is_file() or path.stat().st_size == 0:
-            raise UserError(f"{where}.data.source: not found or empty: {path}")
-
-
-def _check_eval_data(data: Any) -> None:
-    """Build the evaluation data once into a throw-away folder: the same checks `prepare` runs."""
-    import tempfile
-
-    from edgeopt.data import build_eval_data
-
-    with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
-        build_eval_data(data, Path(tmp) / "data")
+def _prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect")
 
 
 class _ProgressBars:
@@ -228,34 +217,43 @@ def run(
     promote: Annotated[bool, typer.Option(help="Register and alias the pick if it passes the gates.")] = True,
 ) -> None:
     """Run the whole pipeline as a Prefect flow, for every namespace in params.yaml."""
-    from edgeopt.pipeline import PipelineContext
+    from edgeopt.io.prefect_server import prefect_api, start_timeout
+    from edgeopt.io.run_lock import run_lock
+    from edgeopt.preflight import preflight_run
+    from edgeopt.workspace import output_dir
 
     p = load_params(params)
+    root = params.resolve().parent
     names = pipeline or list(p.pipelines)
-    for name in names:
-        if name not in p.pipelines:
-            raise UserError(f"unknown pipeline {name!r}; params.yaml defines: {', '.join(p.pipelines)}")
-        _preflight(PipelineContext(p, name, params.resolve().parent))
-    from flows.optimize import optimize
-
+    preflight_run(p, names, root)  # user mistakes: one line, exit 2, nothing started or written
+    timeout = start_timeout(p.orchestration.server_start_timeout_s)
     started = time.perf_counter()
-    with _ProgressBars():
-        state = optimize(str(params), names, promote, return_state=True)
+
+    def waiting(seconds: float) -> None:
+        if int(seconds * 4) % 40 == 0 and seconds >= 10:  # every 10 s, only when the start is slow
+            err_console.print(f"waiting for the local Prefect server ({seconds:.0f} s of {timeout:g} s)")
+
+    with (_stop_children_on_signals(),
+          run_lock(output_dir(p, root), p.orchestration.workspace_lock_wait_s, "edgeopt run"),
+          prefect_api(timeout, _prefect_home(), on_wait=waiting)):
+        from flows.optimize import optimize
+
+        with _ProgressBars():
+            state = optimize(str(params), names, promote, checked=True, return_state=True)
     outcomes = state.result(raise_on_failure=False)
-    if state.is_failed():
-        if isinstance(outcomes, UserError):
-            raise outcomes
-        if isinstance(outcomes, BaseException):
-            raise UserError(str(outcomes).splitlines()[0]) from None
-        raise UserError(state.message or "the run failed")
+    if isinstance(outcomes, BaseException):
+        raise outcomes
     for o in outcomes:
         if o.selection is not None:
             champ = o.promotion.candidate if o.promotion and o.promotion.promoted else None
-            note = (f"promoted {o.promotion.candidate} as {o.promotion.model_name}@{o.promotion.alias} "
-                    f"(version {o.promotion.version})" if champ else
-                    f"not promoted: {o.promotion.reason if o.promotion else 'promotion disabled'}")
-            _print_outcome(o.selection, champ, note)
+            console.print(results_table(o.selection, champ))
+            console.print(f"pick: {o.selection.pick or 'none'} -- {o.selection.reason}")
+    for o in outcomes:
+        console.print(o.summary) if o.exit_code == ExitCode.OK else _print_error(o.summary)
     console.print(f"total wall time: {time.perf_counter() - started:.1f} s")
+    code = worst(o.exit_code for o in outcomes)
+    if code != ExitCode.OK:
+        raise typer.Exit(code)
 
 
 # -- the same stages one at a time (dvc.yaml calls these) ---------------------------------
@@ -266,13 +264,13 @@ def run(
 def prepare_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
     """Stage 1: copy the base model into the workspace and build the evaluation data."""
     from edgeopt.pipeline import prepare_data
+    from edgeopt.preflight import preflight
+    from edgeopt.workloads import get_workload
 
     ctx = _context(params, pipeline)
-    _preflight(ctx)
+    preflight(ctx)
     prepared = prepare_data(ctx)
-    # text-windows data (causal-lm) has no pairs: its "sentences" are the evaluation windows.
-    counts = (f"{prepared.n_sentences} evaluation windows" if prepared.task == "causal-lm"
-              else f"{prepared.n_pairs} pairs, {prepared.n_sentences} sentences")
+    counts = get_workload(ctx.cfg.task).describe_data(prepared.n_pairs, prepared.n_sentences)
     console.print(f"base {prepared.base_format} sha256 {prepared.base_sha256[:12]}; "
                   f"{counts} (digest {prepared.data_digest[:12]})")
 
@@ -314,6 +312,7 @@ def select_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = 
     ctx = _context(params, pipeline)
     selection = pl.select_and_log(ctx, pl.load_tracked_run(ctx), pl.load_results(ctx))
     _print_outcome(selection, None, f"written to {ctx.ws.selection}")
+    _exit_with(verdict(selection, None, promote=False))
 
 
 @app.command("promote")
@@ -326,8 +325,16 @@ def promote_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt =
     selection = pl.load_selection(ctx)
     promotion = pl.promote_pick(ctx, selection, pl.load_prepared(ctx))
     pl.finish_tracking(pl.load_tracked_run(ctx), selection, promotion)
-    console.print(f"{promotion.model_name}@{promotion.alias} -> version {promotion.version} ({promotion.candidate})"
-                  if promotion.promoted else f"not promoted: {promotion.reason}")
+    _exit_with(verdict(selection, promotion))
+
+
+def _exit_with(result: Verdict) -> None:
+    """The stage commands (`dvc repro`) end with the same line and exit code as `edgeopt run`."""
+    if result.code == ExitCode.OK:
+        console.print(result.line)
+        return
+    _print_error(result.line)
+    raise typer.Exit(result.code)
 
 
 @app.command()

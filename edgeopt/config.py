@@ -143,13 +143,18 @@ class BenchmarkConfig(Strict):
 
 
 class GatesConfig(Strict):
-    """A candidate must pass every gate to be eligible for promotion."""
+    """A candidate must pass every gate to be eligible for promotion.
 
-    min_quality_retention: float = Field(0.95, gt=0)
-    min_speedup: float = Field(2.0, gt=0)
-    min_footprint_reduction: float = Field(0.5, le=1)
+    The ranges refuse gates no candidate could pass (retention above 1, a footprint reduction of
+    100%), so such a mistake is one line at start instead of minutes of building for nothing.
+    """
+
+    min_quality_retention: float = Field(0.95, gt=0, le=1)
+    min_speedup: float = Field(2.0, gt=0, le=1000)
+    # Negative: the candidate may be bigger than the baseline (-1 = up to twice its footprint).
+    min_footprint_reduction: float = Field(0.5, ge=-100, lt=1)
     # Upper bounds on raw quality metrics, e.g. {kld: 0.05, ppl_ratio: 1.05} for causal-lm.
-    max_metrics: dict[str, float] = Field(default_factory=dict)
+    max_metrics: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
 Objective = Literal["latency_p50_ms", "size_mb", "peak_rss_mb", "quality_loss", "load_time_s"]
@@ -162,7 +167,7 @@ class PickRule(Strict):
     """Among frontier candidates with quality retention >= min, take the one lowest in `by`."""
 
     by: Objective = "latency_p50_ms"
-    min_quality_retention: float = Field(0.99, gt=0)
+    min_quality_retention: float = Field(0.99, gt=0, le=1)
 
 
 class SelectionConfig(Strict):
@@ -244,6 +249,11 @@ class OrchestrationConfig(Strict):
     # A global concurrency limit: one benchmark per machine at a time keeps timings clean.
     benchmark_concurrency_limit: str = Field("edgeopt-benchmark", pattern=NAME)
     benchmark_wait_s: float = Field(7200, gt=0)  # how long a measurement waits for that slot
+    # The local Prefect server `edgeopt run` starts when PREFECT_API_URL is unset: how long to wait
+    # for it. A first start on a fresh, slow machine (database migrations) takes a minute or more.
+    server_start_timeout_s: float = Field(300, gt=0)
+    # A second `edgeopt run` on the same workspace waits this long for the first one, then refuses.
+    workspace_lock_wait_s: float = Field(0, ge=0)
     # Deployments (deployments/deploy.py): the pool the optimize flows run on, and the nightly
     # re-optimization of every pipeline (null: no schedule).
     work_pool: str = Field("edgeopt", pattern=NAME)
@@ -317,13 +327,26 @@ def parse_params(raw: Any, source: str = "params") -> Params:
         raise UserError(f"{source}: {_format_errors(err)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys silently: a pipeline or candidate defined twice would vanish."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate params.yaml; relative paths inside stay relative to its folder."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
     return parse_params(raw, str(path))

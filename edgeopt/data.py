@@ -31,14 +31,11 @@ import textwrap
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from edgeopt.config import JsonlData, PydocTopicsData, TextWindowsData
+from edgeopt.config import JsonlData, PydocTopicsData
 from edgeopt.errors import UserError
 from edgeopt.results import Record
-
-if TYPE_CHECKING:
-    from edgeopt.recipes import BaseModelInfo
 
 RETRIEVAL_FILE = "retrieval.jsonl"
 SENTENCES_FILE = "sentences.jsonl"
@@ -445,20 +442,9 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_eval_data(
-    source: PydocTopicsData | JsonlData | TextWindowsData, out_dir: Path, base: BaseModelInfo | None = None
-) -> EvalDataSummary:
-    """Build the evaluation data folder from `source`; raises UserError on bad user data.
-
-    Text windows (causal-lm) are tokenized by the base model and scored by it once here, so `base` is needed.
-    """
+def build_eval_data(source: PydocTopicsData | JsonlData, out_dir: Path) -> EvalDataSummary:
+    """Build the retrieval evaluation data folder from `source`; raises UserError on bad user data."""
     out_dir = Path(out_dir)
-    if isinstance(source, TextWindowsData):
-        if base is None:
-            raise UserError("text-windows evaluation data needs the base model (its tokenizer and reference)")
-        from edgeopt.llm.text_windows import build_text_windows
-
-        return build_text_windows(source, out_dir, base)
     if isinstance(source, PydocTopicsData):
         pairs, sentences, calibration = _build_pydoc(source)
         origin = f"pydoc_data.topics (CPython {sys.version.split()[0]})"
@@ -496,17 +482,21 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: evaluation data file not found (build the data first)")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object")
-            rows.append(row)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    # "\n" only: str.splitlines would also split at U+2028 and friends, which JSON strings may hold raw.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object")
+        rows.append(row)
     return rows
 
 
@@ -523,15 +513,6 @@ def load_retrieval(out_dir: Path) -> list[Pair]:
         Pair(str(r.get("id", i)), _field(r, "query", path, i), _field(r, "document", path, i))
         for i, r in enumerate(read_jsonl(path), start=1)
     ]
-
-
-def dataset_rows(out_dir: Path) -> list[dict]:
-    """The evaluation set as MLflow logs it: the retrieval pairs, or a causal-lm pipeline's text windows."""
-    from edgeopt.llm.text_windows import WINDOWS_FILE, is_text_windows
-
-    if is_text_windows(out_dir):
-        return read_jsonl(Path(out_dir) / WINDOWS_FILE)
-    return [p._asdict() for p in load_retrieval(out_dir)]
 
 
 def load_sentences(out_dir: Path) -> list[str]:

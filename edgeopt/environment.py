@@ -14,6 +14,10 @@ OFFLINE_DEFAULTS = {
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # A tracking server that goes away mid-run fails in seconds, not after MLflow's default 7 retries
+    # with exponential back-off (267 s measured); preflight probes it before the run starts.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     # The measurement subprocesses must not inherit a half-configured logging setup.
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
 }

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What `edgeopt` exits with (README, "Exit codes"); deployments and `dvc repro` see the same."""
+
+    OK = 0  # the run completed: promoted, or nothing passed the gates (said in one line)
+    INTERNAL = 1  # an internal failure, or infrastructure (orchestrator, tracking store) unavailable
+    USER = 2  # a user mistake: params, model, data, paths
+    NOT_COMPARED = 3  # the baseline could not be measured, or no candidate could be compared with it
+    BUSY = 75  # another run holds the output folder (EX_TEMPFAIL: try again later)
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM: children stopped, runs marked KILLED
 
 
 class UserError(Exception):
     """Bad input (params, model, data, paths). The message names the problem."""
+
+
+class InfrastructureError(Exception):
+    """Something the run depends on (orchestrator, tracking store) is unavailable: not the user's input,
+    not a bug. The CLI prints it as one line and exits with ExitCode.INTERNAL."""
+
+
+class BusyError(Exception):
+    """Another run holds the workspace: exit ExitCode.BUSY, try again later."""
 
 
 class CandidateError(Exception):

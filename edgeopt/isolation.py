@@ -101,6 +101,20 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+# Process groups of the build/measure children now running, so that an interrupt (SIGTERM, Ctrl-C)
+# stops them at once: they run in their own sessions, which a terminal's Ctrl-C does not reach, and
+# the worker threads waiting on them would otherwise keep the process alive until they finish.
+_live_groups: set[int] = set()
+
+
+def kill_children() -> int:
+    """Kill every running child's process group; returns how many there were."""
+    groups = list(_live_groups)
+    for pgid in groups:
+        _kill_group(pgid)
+    return len(groups)
+
+
 def _tree_rss(members: list[Any]) -> int:
     total = 0
     for p in members:
@@ -161,6 +175,7 @@ def run_child(
             [sys.executable, "-m", module, json.dumps(payload)], stdin=subprocess.DEVNULL, stdout=logf,
             stderr=subprocess.STDOUT, env=child_env(env, plugins), start_new_session=True,
         )
+        _live_groups.add(proc.pid)
         try:
             root = psutil.Process(proc.pid)
             members = [root]
@@ -193,6 +208,7 @@ def run_child(
             _kill_group(proc.pid)
             if proc.poll() is None:
                 proc.wait()
+            _live_groups.discard(proc.pid)
     return ChildRun(returncode=returncode, peak_rss_mb=peak / 2**20, seconds=time.monotonic() - started)
 
 

@@ -81,14 +81,12 @@ def _sha(*parts: object) -> str:
 
 def prepare_data(ctx: PipelineContext) -> PreparedData:
     """Copy the base model into the workspace and build the evaluation data (both DVC outputs)."""
-    from edgeopt.base_model import materialize
-    from edgeopt.data import build_eval_data
-
     ws = ctx.ws
     ws.root.mkdir(parents=True, exist_ok=True)
+    workload = get_workload(ctx.cfg.task)
     with stageclock.stage("prepare"):
-        base = materialize(ctx.cfg.model, ws.base_dir, ctx.cfg.task, ctx.project_root)
-        summary = build_eval_data(resolve_data_paths(ctx), ws.data_dir, base)  # causal-lm: scored by base
+        base = workload.materialize_base(ctx.cfg.model, ws.base_dir, ctx.project_root)
+        summary = workload.build_data(resolve_data_paths(ctx), ws.data_dir, base)  # causal-lm: scored by base
     prepared = PreparedData(
         base_path=str(base.path), base_format=base.format, tokenizer_dir=str(base.tokenizer_dir),
         base_sha256=base.sha256, task=base.task, data_digest=summary.sha256,
@@ -292,7 +290,7 @@ def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: Tok
 
 def evaluate(
     ctx: PipelineContext, specs: list[CandidateSpec], records: dict[str, CandidateRecord],
-    measurements: dict[str, Measurement], errors: dict[str, tuple[str, str]],
+    measurements: dict[str, Measurement], errors: dict[str, tuple[str, str, str]],
 ) -> list[CandidateResult]:
     """One row per configured candidate; quality is compared with the baseline's embeddings."""
     ws = ctx.ws
@@ -305,11 +303,12 @@ def evaluate(
                   "framework": rec.framework if rec else get_recipe(spec.recipe).framework,
                   "precision": rec.precision if rec else None, "cache_key": rec.cache_key if rec else None}
         if spec.name in errors:
-            status, message = errors[spec.name]
-            rows.append(CandidateResult(status=status, error=message, **common))  # type: ignore[arg-type]
+            status, stage, message = errors[spec.name]
+            rows.append(CandidateResult(status=status, stage=stage, error=message, **common))  # type: ignore[arg-type]
             continue
         if baseline not in measurements:
-            rows.append(CandidateResult(status="failed", error=f"baseline {baseline} was not measured", **common))
+            rows.append(CandidateResult(status="failed", stage="evaluate",
+                                        error=f"baseline {baseline} was not measured", **common))
             continue
         quality = workload.quality(ws.measurement_dir(spec.name), ws.measurement_dir(baseline))
         rows.append(CandidateResult(status="ok", measurement=measurements[spec.name], quality=quality, **common))
@@ -378,18 +377,18 @@ def run_candidates(
     specs = ordered_candidates(ctx.cfg)
     versions = library_versions()
     records: dict[str, CandidateRecord] = {}
-    errors: dict[str, tuple[str, str]] = {}
+    errors: dict[str, tuple[str, str, str]] = {}  # name -> (status, stage, message)
     for i, spec in enumerate(specs):
         progress.report("build", i, len(specs), spec.name)
         if spec.parent is not None and spec.parent not in records:
-            errors[spec.name] = ("skipped", f"parent {spec.parent} was not built")
+            errors[spec.name] = ("skipped", "plan", f"parent {spec.parent} was not built")
             continue
         if not spec.enabled:
-            errors[spec.name] = ("skipped", "disabled in params.yaml (enabled: false)")
+            errors[spec.name] = ("skipped", "plan", "disabled in params.yaml (enabled: false)")
             continue
         unmet = get_recipe(spec.recipe).requires.unmet()
         if unmet:
-            errors[spec.name] = ("skipped", unmet)
+            errors[spec.name] = ("skipped", "plan", unmet)
             continue
         parent = records.get(spec.parent) if spec.parent else None
         key = candidate_cache_key(spec, prepared, parent.cache_key if parent else None, inputs, versions)
@@ -397,7 +396,7 @@ def run_candidates(
             # The build step's own compute is clocked inside it (tasks/stages.py, or below).
             records[spec.name] = build(spec, parent, key)
         except CandidateError as err:
-            errors[spec.name] = ("failed", failure_text(err))
+            errors[spec.name] = ("failed", "build", failure_text(err))
     progress.report("build", len(specs), len(specs), "done")
 
     measurements: dict[str, Measurement] = {}
@@ -409,7 +408,7 @@ def run_candidates(
                 measurements[spec.name] = measure(records[spec.name],
                                                   measurement_key(ctx, records[spec.name], inputs))
         except CandidateError as err:
-            errors[spec.name] = ("failed", failure_text(err))
+            errors[spec.name] = ("failed", "measure", failure_text(err))
     progress.report("measure", len(built), len(built), "done")
     with stageclock.stage("evaluate"):
         return records, evaluate(ctx, specs, records, measurements, errors)
@@ -438,7 +437,8 @@ def start_tracking(ctx: PipelineContext, prepared: PreparedData, dvc: dict[str, 
                                     ctx.project_root, dvc)
     run_id = tracking.start_pipeline_run(experiment_id, ctx.namespace, lineage,
                                          ctx.cfg.model_dump(mode="json"))
-    tracking.log_dataset(run_id, ctx.ws.data_dir, f"{ctx.namespace}-eval", prepared.data_digest)
+    rows = get_workload(ctx.cfg.task).dataset_rows(ctx.ws.data_dir)
+    tracking.log_dataset(run_id, ctx.ws.data_dir, rows, f"{ctx.namespace}-eval", prepared.data_digest)
     run = TrackedRun(experiment_id=experiment_id, run_id=run_id, lineage=lineage)
     run.write(ctx.ws.run_info)
     return run

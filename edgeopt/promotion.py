@@ -176,6 +176,26 @@ def move_alias(client: Any, name: str, alias: str, version: str, action: str,
     return current, history
 
 
+def log_served_model(workload: Workload, candidate_dir: Path, tokenizer_dir: Path, model_config: dict[str, Any],
+                     metadata: dict[str, Any]) -> Any:
+    """Log a candidate as the workload's pyfunc in the active run; returns MLflow's ModelInfo.
+
+    Models from code: `python_model` is the workload's .py file, stored as source next to the MLmodel, so
+    nothing is pickled and loading executes that file (plus the edgeopt copy from `code_paths`).
+    """
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(workload.python_model()),
+        artifacts={"candidate": str(candidate_dir), "tokenizer": str(tokenizer_dir)},
+        code_paths=[str(Path(__file__).parent)],
+        model_config=model_config,
+        pip_requirements=[],
+        metadata={**metadata, "task": workload.task},
+    )
+
+
 def promote(
     selection: Selection, cfg: PipelineConfig, workload: Workload, candidate_dir: Path | None,
     tokenizer_dir: Path, pick_run_id: str | None, data_dir: Path, measurement_dir: Path | None,
@@ -198,15 +218,10 @@ def promote(
         raise UserError(f"refusing to promote {row.name}: it did not pass every gate")
     record = CandidateRecord.model_validate_json((candidate_dir / "candidate.json").read_text())
     with mlflow.start_run(run_id=pick_run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=workload.python_model(),
-            artifacts={"candidate": str(candidate_dir), "tokenizer": str(tokenizer_dir)},
-            code_paths=[str(Path(__file__).parent)],
+        info = log_served_model(
+            workload, candidate_dir, tokenizer_dir,
             model_config={"max_length": cfg.benchmark.sequence_length, "threads": cfg.benchmark.threads},
-            pip_requirements=[],
-            metadata={"candidate": row.name, "recipe": row.recipe, "runtime": record.runtime,
-                      "task": workload.task},
+            metadata={"candidate": row.name, "recipe": row.recipe, "runtime": record.runtime},
         )
     version = mlflow.register_model(info.model_uri, reg.model_name,
                                     tags={"candidate": row.name, "recipe": row.recipe,

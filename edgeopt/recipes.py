@@ -154,6 +154,8 @@ class Recipe:
     options_model: type[BaseModel]
     accepts: tuple[str, ...]  # parent formats it can start from; "base" means the base model
     build: Callable[[BuildContext], BuildOutput]
+    # With "base" in accepts: the base-model formats (or variants) it can start from; empty: any.
+    base_formats: tuple[str, ...] = ()
     description: str = ""
     requires: Requirements = Requirements()
     tasks: tuple[str, ...] = ("text-embedding",)  # the workloads its output can run

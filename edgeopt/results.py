@@ -88,6 +88,7 @@ class CandidateResult(Record):
     parent: str | None
     status: Status
     error: str | None = None
+    stage: str | None = None  # where a failed or skipped candidate stopped: plan, build, measure, evaluate
     framework: str | None = None
     precision: str | None = None
     cache_key: str | None = None

@@ -1,14 +1,23 @@
 """MLflow: one parent run per pipeline run, one child run per candidate, with lineage.
 
 The tracking URI is set here, from the environment or params, only when a run starts.
+
+Every run edgeopt creates carries owner tags (host, pid, process start time), so a run left
+RUNNING by a process that was killed can be told from one still in progress: `mark_stale_runs`
+(called each time a pipeline run starts) terminates the former as KILLED, with the reason.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
+import socket
 import tempfile
+import threading
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +27,35 @@ from edgeopt.results import CandidateRecord, CandidateResult, Selection
 
 TAG = "edgeopt."
 
+log = logging.getLogger(__name__)
+
+# Who created a run: the process that is responsible for terminating it.
+OWNER_HOST = f"{TAG}owner.host"
+OWNER_PID = f"{TAG}owner.pid"
+OWNER_STARTED = f"{TAG}owner.started"  # the owner's start time (epoch s): a recycled pid is not the owner
+OWNER_PID_NAMESPACE = f"{TAG}owner.pid_namespace"  # containers sharing a hostname have their own pids
+# Set when the owner exited normally with its pipeline run still open (the staged CLI / `dvc repro`:
+# `edgeopt candidates` starts the run, `edgeopt promote` in another process finishes it).
+OWNER_RELEASED = f"{TAG}owner.released"
+KILLED_REASON = f"{TAG}killed_reason"
+# How far a live process's start time may be from the tag and still be the owner. A recycled pid
+# belongs to a process started after the owner ended, and /proc-derived start times move with
+# wall-clock steps, so this can be generous.
+_START_TOLERANCE_S = 2.0
+
 
 def tracking_uri(params: Params, project_root: Path) -> str:
-    """$MLFLOW_TRACKING_URI, else params `tracking.uri`, else sqlite `mlflow.db` in the project."""
+    """params `tracking.uri`, else $MLFLOW_TRACKING_URI, else sqlite `mlflow.db` in the project.
+
+    An explicit uri wins over the environment: `mlflow.set_tracking_uri` itself exports
+    MLFLOW_TRACKING_URI, so another store used earlier in this process (or by a parent) must not
+    silently replace the one params.yaml names.
+    """
+    if params.tracking.uri:
+        return params.tracking.uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    if params.tracking.uri:
-        return params.tracking.uri
     return f"sqlite:///{(project_root / 'mlflow.db').resolve()}"
 
 
@@ -80,13 +110,166 @@ def lineage_tags(
     return tags
 
 
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the owner of a run it creates."""
+    import psutil
+
+    tags = {
+        OWNER_HOST: socket.gethostname(),
+        OWNER_PID: str(os.getpid()),
+        OWNER_STARTED: f"{psutil.Process().create_time():.3f}",
+    }
+    ns = _pid_namespace()
+    if ns:
+        tags[OWNER_PID_NAMESPACE] = ns
+    return tags
+
+
+def _process_alive(pid: int, started: float) -> bool:
+    """Is the process that started at `started` still running as `pid`? (Unknown counts as alive.)"""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not reaped yet
+            return False
+        return abs(proc.create_time() - started) <= _START_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # AccessDenied and the like: can't tell
+        return True
+
+
+def _stale_owner(tags: dict[str, str], me: dict[str, str]) -> str | None:
+    """`host:pid` of the run's owner if that owner is a process of this machine that no longer exists."""
+    host, pid, started = tags.get(OWNER_HOST), tags.get(OWNER_PID), tags.get(OWNER_STARTED)
+    if host is None or pid is None or started is None or OWNER_RELEASED in tags:
+        return None  # made before owner tags existed, or handed over to a later stage: can't know
+    if host != me[OWNER_HOST]:
+        return None  # another machine's process: can't see it from here
+    ns = tags.get(OWNER_PID_NAMESPACE)
+    if ns and me.get(OWNER_PID_NAMESPACE) and ns != me[OWNER_PID_NAMESPACE]:
+        return None  # another container with the same hostname: its pids aren't ours
+    try:
+        pid_n, started_s = int(pid), float(started)
+    except ValueError:
+        return None
+    if pid_n <= 0 or _process_alive(pid_n, started_s):
+        return None
+    return f"{host}:{pid_n}"
+
+
+def mark_stale_runs(experiment_id: str) -> list[str]:
+    """Terminate as KILLED the experiment's RUNNING runs whose owner process (on this host) is gone.
+
+    Runs owned by another host, runs without owner tags and runs whose owner handed them over to a
+    later stage are left alone. Returns the ids of the runs marked.
+    """
+    import mlflow
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    me = owner_tags()
+    query = "attributes.status = 'RUNNING'"
+    if not set(me[OWNER_HOST]) & set("'\\`"):
+        query += f" and tags.`{OWNER_HOST}` = '{me[OWNER_HOST]}'"
+    # Collect first: terminating runs while paging through "status = RUNNING" would shift the pages.
+    stale: list[tuple[str, str]] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=1000, page_token=token)
+        for run in page:
+            owner = _stale_owner(run.data.tags, me)
+            if owner is not None:
+                stale.append((run.info.run_id, owner))
+        token = page.token
+        if not token:
+            break
+    marked = []
+    for run_id, owner in stale:
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        reason = f"its process {owner} is gone; marked KILLED by {me[OWNER_HOST]}:{me[OWNER_PID]} at {when}"
+        try:
+            client.set_tag(run_id, KILLED_REASON, reason)
+            client.set_terminated(run_id, status="KILLED")
+        except MlflowException as e:  # e.g. deleted meanwhile
+            log.warning("could not mark stale MLflow run %s KILLED: %s", run_id, e)
+            continue
+        marked.append(run_id)
+    if marked:
+        log.info("marked %d stale MLflow run(s) KILLED: %s", len(marked), ", ".join(marked))
+    return marked
+
+
+# Pipeline runs this process started and has not finished: run id -> (tracking URI, creating pid).
+_open_runs: dict[str, tuple[str, int]] = {}
+_open_runs_lock = threading.Lock()
+_release_hook_registered = False
+
+
+def _remember_open_run(run_id: str, uri: str) -> None:
+    global _release_hook_registered
+    with _open_runs_lock:
+        _open_runs[run_id] = (uri, os.getpid())
+        if not _release_hook_registered:
+            atexit.register(_release_open_runs)
+            _release_hook_registered = True
+
+
+def _release_open_runs() -> None:
+    """At a normal exit, hand still-open pipeline runs over to whoever finishes them later.
+
+    The staged CLI (`dvc repro`) starts the run in `edgeopt candidates` and finishes it in
+    `edgeopt promote`, another process; without this, a pipeline started in between would mark the
+    run KILLED. A killed process (SIGKILL, SIGTERM) runs no atexit hook, so its runs stay claimable.
+    """
+    with _open_runs_lock:
+        pending = [(r, uri) for r, (uri, pid) in _open_runs.items() if pid == os.getpid()]
+        _open_runs.clear()
+    if not pending:
+        return
+    # Exiting: don't sit through MLflow's HTTP retries against a server that went away.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    import mlflow
+
+    me = owner_tags()
+    for run_id, uri in pending:
+        try:
+            if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?")[0]).is_file():
+                continue  # the store is gone (a test's temporary folder): don't create an empty one
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            if client.get_run(run_id).info.status != "RUNNING":
+                continue
+            when = datetime.now(UTC).isoformat(timespec="seconds")
+            client.set_tag(run_id, OWNER_RELEASED, f"{me[OWNER_HOST]}:{me[OWNER_PID]} exited at {when} with the "
+                                                   "run open, for a later stage to finish")
+        except Exception as e:  # never fail an exit over this
+            log.debug("could not release MLflow run %s: %s", run_id, e)
+
+
 def start_pipeline_run(
     experiment_id: str, namespace: str, tags: dict[str, str], config: dict[str, Any]
 ) -> str:
     import mlflow
 
+    try:
+        mark_stale_runs(experiment_id)
+    except Exception as e:  # cleanup is best effort: never stop a pipeline over it
+        log.warning("could not check for stale MLflow runs: %s", e)
     client = mlflow.MlflowClient()
-    run = client.create_run(experiment_id, run_name=f"{namespace}", tags={**tags, f"{TAG}kind": "pipeline"})
+    run = client.create_run(experiment_id, run_name=f"{namespace}",
+                            tags={**tags, f"{TAG}kind": "pipeline", **owner_tags()})
+    _remember_open_run(run.info.run_id, mlflow.get_tracking_uri())
     client.log_batch(run.info.run_id, params=[
         mlflow.entities.Param(k, v[:6000]) for k, v in _flat("", config).items()
     ][:100])
@@ -94,14 +277,12 @@ def start_pipeline_run(
     return str(run.info.run_id)
 
 
-def log_dataset(run_id: str, data_dir: Path, name: str, digest: str) -> None:
-    """Record the evaluation set (name, digest, source, schema) as the run's input."""
+def log_dataset(run_id: str, data_dir: Path, rows: list[dict[str, Any]], name: str, digest: str) -> None:
+    """Record the evaluation set (name, digest, source, schema: `rows`, the task's table of it) as the run's input."""
     import mlflow
     import pandas as pd
 
-    from edgeopt.data import dataset_rows
-
-    df = pd.DataFrame(dataset_rows(data_dir))
+    df = pd.DataFrame(rows)
     with warnings.catch_warnings():
         # MLflow registers the local-artifact source twice and warns that a path is ambiguous.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
@@ -130,7 +311,6 @@ def log_candidate(
 ) -> str:
     """One child run per candidate; a failed or skipped candidate is a FAILED/KILLED run with its error."""
     import mlflow
-    from mlflow.entities import Metric, Param
 
     client = mlflow.MlflowClient()
     tags = {
@@ -141,8 +321,26 @@ def log_candidate(
     if record is not None:
         tags[f"{TAG}cache_key"] = record.cache_key
         tags.update({f"{TAG}version.{k}": v for k, v in record.tool_versions.items()})
-    run = client.create_run(experiment_id, run_name=row.name, tags=tags)
+    run = client.create_run(experiment_id, run_name=row.name, tags={**tags, **owner_tags()})
     run_id = run.info.run_id
+    try:
+        return _fill_candidate_run(client, experiment_id, run_id, row, record, candidate_dir, measurement_dir)
+    except BaseException as e:
+        # Don't leave the child RUNNING when logging it fails (the parent's process lives on).
+        try:
+            client.set_tag(run_id, f"{TAG}error", f"logging the candidate failed: {e!r}"[:5000])
+            client.set_terminated(run_id, status="FAILED" if isinstance(e, Exception) else "KILLED")
+        except Exception:
+            pass
+        raise
+
+
+def _fill_candidate_run(
+    client: Any, experiment_id: str, run_id: str, row: CandidateResult, record: CandidateRecord | None,
+    candidate_dir: Path | None, measurement_dir: Path | None,
+) -> str:
+    from mlflow.entities import Metric, Param
+
     params = {"candidate": row.name, "recipe": row.recipe, "framework": row.framework or "",
               "precision": row.precision or "", "parent": row.parent or "base"}
     if record is not None:
@@ -152,9 +350,9 @@ def log_candidate(
         client.set_tag(run_id, f"{TAG}error", (row.error or "")[:5000])
         client.log_text(run_id, row.error or "", "error.txt")
         # The isolated build/measure child's own output: where a crash or a kill shows.
-        for log in ("build.log", "measure.log"):
-            if measurement_dir is not None and (measurement_dir / log).is_file():
-                client.log_artifact(run_id, str(measurement_dir / log))
+        for name in ("build.log", "measure.log"):
+            if measurement_dir is not None and (measurement_dir / name).is_file():
+                client.log_artifact(run_id, str(measurement_dir / name))
         client.set_terminated(run_id, status="FAILED" if row.status == "failed" else "KILLED")
         return str(run_id)
 
@@ -225,6 +423,8 @@ def finish_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
     import mlflow
 
     mlflow.MlflowClient().set_terminated(run_id, status=status)
+    with _open_runs_lock:
+        _open_runs.pop(run_id, None)
 
 
 def write_json_artifact(run_id: str, obj: Any, name: str) -> None:

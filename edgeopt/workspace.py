@@ -22,7 +22,7 @@ class Workspace:
         if namespace not in params.pipelines:
             known = ", ".join(params.pipelines)
             raise UserError(f"unknown pipeline {namespace!r}; params.yaml defines: {known}")
-        out = params.output_dir if params.output_dir.is_absolute() else project_root / params.output_dir
+        out = output_dir(params, project_root)
         return cls(project_root=project_root.resolve(), namespace=namespace, root=(out / namespace).resolve())
 
     def confine(self, path: Path) -> Path:
@@ -87,3 +87,9 @@ def pipeline_config(params: Params, namespace: str) -> PipelineConfig:
     if namespace not in params.pipelines:
         raise UserError(f"unknown pipeline {namespace!r}; params.yaml defines: {', '.join(params.pipelines)}")
     return params.pipelines[namespace]
+
+
+def output_dir(params: Params, project_root: Path) -> Path:
+    """The folder every namespace's workspace lives in (params.yaml's `output_dir`, relative to its folder)."""
+    out = params.output_dir if params.output_dir.is_absolute() else project_root / params.output_dir
+    return out.resolve()

@@ -3,15 +3,31 @@ measurements run one at a time through the machine's benchmark slot."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect.futures import PrefectFuture, as_completed
 
 from edgeopt import pipeline
 from edgeopt.config import CandidateSpec
 from edgeopt.errors import CandidateError
+from edgeopt.isolation import kill_children
 from edgeopt.orchestration import candidate_runner
 from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement
 from tasks import stages
+
+
+@contextmanager
+def _stop_builds_if_interrupted() -> Iterator[None]:
+    """On SIGTERM/Ctrl-C (Prefect raises TerminationSignal in the flow's thread), kill the build
+    children at once: leaving the task runner waits for its threads, which would otherwise finish,
+    and publish, the builds that were running."""
+    try:
+        yield
+    except BaseException:
+        kill_children()
+        raise
 
 
 def build_all(ctx: PipelineContext, prepared: PreparedData,
@@ -38,7 +54,7 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
     left_out: set[str] = set()
     pending: list[CandidateSpec] = list(specs)
     running: dict[PrefectFuture[CandidateRecord], CandidateSpec] = {}
-    with candidate_runner(ctx.params.orchestration) as runner:
+    with candidate_runner(ctx.params.orchestration) as runner, _stop_builds_if_interrupted():
         while pending or running:
             for spec in list(pending):
                 if spec.parent is not None and (spec.parent in failed or spec.parent in left_out):

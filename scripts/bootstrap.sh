@@ -21,6 +21,16 @@ cache=${EDGEOPT_VENV_CACHE:-$HOME/.cache/edgeopt/venvs}
 venv="$cache/$spec"
 mkdir -p "$cache"
 
+# llama-cpp-python has no wheel on the index: pip compiles it. Build it portable (AVX2/FMA/F16C, no
+# -march=native) and without its examples, tools and server: a native build segfaulted on quantized
+# GGUFs on a Xeon with AMX, and would not run on the AVX2-only machines of this kind at all. The wheel
+# is kept under its own key (version + flags): pip's own cache ignores CMAKE_ARGS and would hand back
+# a wheel built with other flags.
+LLAMA_VERSION=$(sed -n 's/^llama[-_]cpp[-_]python==//Ip' requirements.lock)
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF"
+wheels="$cache/../wheels/llama-cpp-python-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)"
+
 (
   flock 9  # two clones bootstrapping at once must not build the same environment twice
   if [ ! -f "$venv/.complete" ]; then
@@ -29,6 +39,14 @@ mkdir -p "$cache"
     "$PYTHON" -m venv "$venv"
     # torch first and pinned: any other resolution of torch pulls gigabytes of CUDA wheels.
     pip_quiet "$venv/bin/pip" install --quiet torch==2.13.0
+    if ! compgen -G "$wheels/*.whl" >/dev/null; then
+      echo "building llama-cpp-python $LLAMA_VERSION (portable CPU build, about 6 minutes on 2 cores)"
+      rm -rf "$wheels.tmp"
+      CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip_quiet "$venv/bin/pip" wheel --quiet --no-deps --no-cache-dir \
+        -w "$wheels.tmp" "llama-cpp-python==$LLAMA_VERSION"
+      mv "$wheels.tmp" "$wheels"
+    fi
+    pip_quiet "$venv/bin/pip" install --quiet --no-deps "$wheels"/*.whl
     pip_quiet "$venv/bin/pip" install --quiet -c requirements.lock -e '.[dev]'
     # shellcheck disable=SC2086
     pip_quiet "$venv/bin/pip" install --quiet --no-deps $NO_DEPS

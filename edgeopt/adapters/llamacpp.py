@@ -110,6 +110,7 @@ register_recipe(
         framework="llama.cpp",
         options_model=GgufQuantizeOptions,
         accepts=("base", FORMAT),
+        base_formats=("gguf",),
         build=_build_gguf_quantize,
         description="llama.cpp quantization of the reference GGUF (any llama-quantize type, optional imatrix).",
         requires=Requirements(modules=("llama_cpp", "gguf")),

@@ -288,6 +288,7 @@ register_recipe(
         framework="mlx",
         options_model=MlxConvertOptions,
         accepts=("base",),
+        base_formats=("hf",),
         build=_build_mlx_convert,
         description="BERT encoder re-implemented in MLX (mean pooling + L2 norm); fp32/fp16 weights, "
         "optionally 8/4-bit affine quantization of the Linear layers via mlx.nn.quantize.",

@@ -164,6 +164,7 @@ register_recipe(
         framework="mlx",
         options_model=MlxLmConvertOptions,
         accepts=("base", "hf"),
+        base_formats=("hf",),
         build=_build_mlx_lm_convert,
         description="mlx-lm conversion of a Hugging Face causal LM (mlx_lm.convert), fp32/fp16/bf16, optionally "
         "8/4-bit affine group quantization of every matrix (the tied embedding/output head included).",

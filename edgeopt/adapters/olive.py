@@ -448,6 +448,7 @@ register_recipe(
         framework="olive",
         options_model=OliveWorkflowOptions,
         accepts=("base",),
+        base_formats=("hf",),
         build=_build_workflow,
         description="A fixed Microsoft Olive pass list from the base model (ONNX conversion, ORT fusion, "
         "dynamic/static INT8; or OpenVINO conversion/quantization).",
@@ -562,6 +563,7 @@ register_recipe(
         framework="olive",
         options_model=OliveOptimizeOptions,
         accepts=("base",),
+        base_formats=("hf",),
         build=_build_optimize,
         description="Olive's own search over ONNX quantization (dynamic/static, precision, per-channel, "
         "format), ranked by Olive's evaluator; the candidate is Olive's best model.",

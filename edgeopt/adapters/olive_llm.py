@@ -316,6 +316,7 @@ register_recipe(
         framework="olive",
         options_model=OliveModelBuilderOptions,
         accepts=("base", "hf"),
+        base_formats=("hf",),
         build=_build_model_builder,
         description="Olive's ModelBuilder pass (onnxruntime-genai's model builder) at INT4 from the Hugging "
         "Face model: fused GroupQueryAttention, MatMulNBits; Olive's footprint and pass list are kept.",

@@ -55,6 +55,20 @@ def _parent_onnx(ctx: BuildContext, recipe: str) -> Path:
     return path
 
 
+def _linked_into(work: Path, model: Path) -> Path:
+    """`model` (and its sibling files, e.g. external data) seen through symlinks inside `work`.
+
+    ONNX Runtime's quantizers write temporary files next to their input (`<model>-inferred.onnx`);
+    given the parent's own path, that would write into a published candidate, and leave the file
+    there when the build dies (a full disk). Through the links it goes to this build's staging folder.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    for f in model.parent.iterdir():
+        if f.is_file():
+            (work / f.name).symlink_to(f.resolve())
+    return work / model.name
+
+
 def _save_inline(model: onnx.ModelProto, path: Path) -> None:
     """Save with every tensor inside the file (models here are far below protobuf's 2 GB limit)."""
     import onnx
@@ -258,6 +272,7 @@ register_recipe(
         framework="onnx",
         options_model=OnnxExportOptions,
         accepts=("base", "hf"),
+        base_formats=("hf", "onnx"),
         build=_build_onnx_export,
         description="Export the sentence encoder (mean pooling + L2 norm) to one FP32 ONNX file; "
         "an ONNX base model is copied.",
@@ -354,9 +369,10 @@ def _quant_type(name: str) -> Any:
 
 def _build_ort_dynamic(ctx: BuildContext) -> BuildOutput:
     opts: OrtDynamicInt8Options = ctx.options
-    src = _parent_onnx(ctx, "ort-dynamic-int8")
     out = ctx.out_dir / MODEL_FILE
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    work = ctx.out_dir / ".work"
+    src = _linked_into(work, _parent_onnx(ctx, "ort-dynamic-int8"))
     with library_errors("onnxruntime dynamic quantization"):
         import onnx
         from onnxruntime.quantization import quantize_dynamic
@@ -372,6 +388,7 @@ def _build_ort_dynamic(ctx: BuildContext) -> BuildOutput:
             # their outputs are float, which is what this tells the quantizer.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
+        shutil.rmtree(work)
         model = _finalize(out)
     return BuildOutput(
         format="onnx",

@@ -233,6 +233,7 @@ register_recipe(
         framework="onnx",
         options_model=OrtCausalLMExportOptions,
         accepts=("base", "hf"),
+        base_formats=("hf",),
         build=_build_export,
         description="Export a Hugging Face causal LM to one FP32 ONNX file with past/present KV-cache tensors.",
         requires=Requirements(modules=("torch", "transformers", "onnx", "onnxruntime")),

@@ -318,6 +318,7 @@ register_recipe(
         framework="openvino",
         options_model=OvCausalLMOptions,
         accepts=("base", "hf"),
+        base_formats=("hf",),
         build=_build_ov_causal_lm,
         description="Export a Hugging Face causal LM to a stateful (KV-cache) OpenVINO IR, FP16 or FP32 weights.",
         requires=Requirements(modules=("openvino", "torch", "transformers")),

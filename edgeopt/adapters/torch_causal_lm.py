@@ -65,6 +65,7 @@ register_recipe(
         framework="torch",
         options_model=NoOptions,
         accepts=("base",),
+        base_formats=("hf",),
         build=_build_torch_causal_lm,
         description="The base causal LM in PyTorch eager, FP32, greedy decoding with a KV cache (baseline).",
         requires=Requirements(modules=("torch", "transformers")),

@@ -106,6 +106,7 @@ register_recipe(
         framework="torch",
         options_model=NoOptions,
         accepts=("base",),
+        base_formats=("hf",),
         build=_build_torch_eager,
         description="The base Hugging Face model run as-is in PyTorch eager (FP32 reference).",
     )

@@ -26,7 +26,9 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,21 +112,42 @@ def split_text(units: list[list[str]], calibration_chars: int, seed: int) -> tup
     return evaluation, calibration
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence stderr for native code that prints there: file descriptor 2, and Python's sys.stderr,
+    which llama-cpp-python's log callback writes to."""
+    import io
+    from contextlib import redirect_stderr
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class _Tokenizer:
     """The reference's own tokenizer: llama.cpp's (from the GGUF) when there is one, else transformers'."""
 
-    def __init__(self, base: BaseModelInfo) -> None:
-        self.gguf = base.variants.get("gguf")
+    def __init__(self, gguf: Path | None, tokenizer_dir: Path | None) -> None:
+        self.gguf = gguf
         if self.gguf is not None:
             from llama_cpp import Llama
 
-            self._vocab = Llama(str(self.gguf), vocab_only=True, verbose=False)
+            with _native_stderr_silenced():  # llama.cpp logs context warnings to fd 2 even when not verbose
+                self._vocab = Llama(str(self.gguf), vocab_only=True, verbose=False)
             self.name = "llama.cpp (reference.gguf)"
             self.vocab_size = int(self._vocab.n_vocab())
         else:
             from transformers import AutoTokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(str(base.tokenizer_dir), local_files_only=True)
+            self._tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
             self.name = "transformers (tokenizer/)"
             self.vocab_size = len(self._tok)
 
@@ -205,6 +228,45 @@ def _summary(manifest: dict[str, Any]) -> EvalDataSummary:
                            files=list(FILES), sha256=manifest["sha256"])
 
 
+@dataclass(frozen=True)
+class _Split:
+    origin: str
+    eval_text: str
+    calib_text: str
+    eval_ids: np.ndarray
+    calib_ids: np.ndarray
+    available: int  # whole evaluation windows the held-out text gives
+    calibration_windows: int
+
+
+def _tokenized_split(source: TextWindowsData, tok: _Tokenizer) -> _Split:
+    """Split the text into evaluation and calibration parts and tokenize both; refuse too little text."""
+    n, t = source.windows, source.window_tokens
+    units, origin = _units(source)
+    evaluation, calibration = split_text(units, N_CALIBRATION_WINDOWS * t * CHARS_PER_TOKEN, source.seed)
+    eval_text, calib_text = "\n\n".join(evaluation), "\n\n".join(calibration)
+    eval_ids = np.asarray(tok.encode(eval_text), dtype=np.int64)
+    calib_ids = np.asarray(tok.encode(calib_text), dtype=np.int64)
+    available = len(eval_ids) // t
+    if available < n:
+        raise UserError(f"{origin}: the held-out text gives {len(eval_ids)} tokens, fewer than "
+                        f"data.windows x data.window_tokens = {n} x {t}")
+    m = min(N_CALIBRATION_WINDOWS, len(calib_ids) // t)
+    if m < 1:
+        raise UserError(f"{origin}: too little text for a calibration window of {t} tokens")
+    return _Split(origin, eval_text, calib_text, eval_ids, calib_ids, available, m)
+
+
+def check_text_windows(source: TextWindowsData, gguf: Path | None, tokenizer_dir: Path | None) -> None:
+    """Preflight: is the text long enough for the windows asked for, with the model's own tokenizer?
+    The same split and count as `build_text_windows`, without the reference logits."""
+    tok = _Tokenizer(gguf, tokenizer_dir)
+    try:
+        _tokenized_split(source, tok)
+    finally:
+        tok.close()
+
+
 def build_text_windows(source: TextWindowsData, out_dir: Path, base: BaseModelInfo,
                        threads: int | None = None) -> EvalDataSummary:
     """Build (or reuse, when the settings and the reference model are unchanged) the data folder."""
@@ -221,21 +283,11 @@ def build_text_windows(source: TextWindowsData, out_dir: Path, base: BaseModelIn
 
     threads = threads or max(1, min(os.cpu_count() or 1, 8))
     n, t = source.windows, source.window_tokens
-    units, origin = _units(source)
-    evaluation, calibration = split_text(units, N_CALIBRATION_WINDOWS * t * CHARS_PER_TOKEN, source.seed)
-    eval_text, calib_text = "\n\n".join(evaluation), "\n\n".join(calibration)
-
-    tok = _Tokenizer(base)
+    tok = _Tokenizer(base.variants.get("gguf"), base.tokenizer_dir)
     try:
-        eval_ids = np.asarray(tok.encode(eval_text), dtype=np.int64)
-        calib_ids = np.asarray(tok.encode(calib_text), dtype=np.int64)
-        available = len(eval_ids) // t
-        if available < n:
-            raise UserError(f"{origin}: the held-out text gives {len(eval_ids)} tokens, fewer than "
-                            f"data.windows x data.window_tokens = {n} x {t}")
-        m = min(N_CALIBRATION_WINDOWS, len(calib_ids) // t)
-        if m < 1:
-            raise UserError(f"{origin}: too little text for a calibration window of {t} tokens")
+        split = _tokenized_split(source, tok)
+        eval_text, calib_text, eval_ids, calib_ids = split.eval_text, split.calib_text, split.eval_ids, split.calib_ids
+        origin, available, m = split.origin, split.available, split.calibration_windows
         # Windows spread over the whole held-out text, in text order.
         starts = sorted(random.Random(source.seed).sample(range(available), n))
         windows = np.stack([eval_ids[s * t : (s + 1) * t] for s in starts])

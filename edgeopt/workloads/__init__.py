@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.config import BenchmarkConfig
+from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
+from edgeopt.data import EvalDataSummary
+from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import LatencyStats, Quality
+from edgeopt.sources import SourceFacts
 
 # task name -> module defining `WORKLOAD`. Adding a task = one module here + config.
 WORKLOAD_MODULES = {
@@ -39,6 +42,31 @@ class Workload(ABC):
     task: str
     # Quality metrics whose retention the gates read by default.
     default_quality_metrics: tuple[str, ...]
+    # Every key of `quality().metrics` / `.retention`: what gates and selection may name.
+    metric_names: tuple[str, ...] = ()
+
+    def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
+        """Task-specific checks of the inputs alone (architecture, enough data), before anything starts.
+
+        Raise UserError naming the problem; the default checks nothing.
+        """
+        return None
+
+    @abstractmethod
+    def materialize_base(self, source: ModelSource, dest: Path, project_root: Path) -> BaseModelInfo:
+        """Check the model source and copy it (and any derived forms) to `dest`, atomically."""
+
+    @abstractmethod
+    def build_data(self, source: DataSource, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
+        """Build the evaluation data folder (`base` is None in preflight, where only file sources are built)."""
+
+    @abstractmethod
+    def dataset_rows(self, data_dir: Path) -> list[dict[str, Any]]:
+        """The evaluation set as one table, for MLflow's dataset lineage (`log_input`)."""
+
+    def describe_data(self, n_pairs: int, n_items: int) -> str:
+        """One line about the evaluation data (`edgeopt prepare`)."""
+        return f"{n_items} evaluation items"
 
     @abstractmethod
     def tokenize(self, tokenizer_dir: Path, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
@@ -65,8 +93,12 @@ class Workload(ABC):
         """Compare a candidate's saved outputs with the baseline's (parent process)."""
 
     @abstractmethod
-    def python_model(self) -> Any:
-        """The mlflow.pyfunc.PythonModel that serves a promoted candidate."""
+    def python_model(self) -> Path:
+        """The models-from-code file that serves a promoted candidate (MLflow's `python_model=<path>`).
+
+        A .py file (see edgeopt/serving_code/) that calls `mlflow.models.set_model(<a PythonModel>)`; the
+        registry stores that source, so loading the model executes it instead of unpickling an object.
+        """
 
     @abstractmethod
     def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:

@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.config import BenchmarkConfig
+from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
+from edgeopt.data import EvalDataSummary
 from edgeopt.errors import CandidateError, UserError
-from edgeopt.recipes import Generation
+from edgeopt.recipes import BaseModelInfo, Generation
 from edgeopt.results import Quality
+from edgeopt.sources import SourceFacts
 from edgeopt.timing import stats
 from edgeopt.workloads import Speed, Workload
 
@@ -87,6 +89,52 @@ def window_scores(logits: np.ndarray, ref_logprobs: np.ndarray, ids: np.ndarray)
 class CausalLM(Workload):
     task = "causal-lm"
     default_quality_metrics = ("top1", "ppl")
+    metric_names = ("ppl", "ppl_ratio", "kld", "top1")
+
+    def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
+        """A causal LM architecture, and held-out text long enough for the windows asked for."""
+        from edgeopt.config import TextWindowsData
+        from edgeopt.llm.text_windows import check_text_windows
+
+        if source.hf_config is not None:
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+            archs = [str(a) for a in source.hf_config.get("architectures") or []]
+            known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+            if not any(a in known for a in archs):
+                raise UserError(f"model: {', '.join(archs) or 'no architectures in config.json'} is not a causal "
+                                f"language model the installed transformers can run (e.g. LlamaForCausalLM)")
+        data = cfg.data
+        if isinstance(data, TextWindowsData):
+            if isinstance(data.source, Path) and not data.source.is_absolute():
+                data = data.model_copy(update={"source": project_root / data.source})
+            check_text_windows(data, source.gguf, source.tokenizer_dir)
+
+    def materialize_base(self, source: ModelSource, dest: Path, project_root: Path) -> BaseModelInfo:
+        """A reference GGUF + HF folder + tokenizer, cached by the source's hash."""
+        from edgeopt.llm.reference_model import materialize_causal_lm
+
+        return materialize_causal_lm(source, dest, project_root)
+
+    def build_data(self, source: DataSource, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
+        """Text windows are tokenized by the base model and scored by it once, so `base` is needed."""
+        from edgeopt.config import TextWindowsData
+        from edgeopt.llm.text_windows import build_text_windows
+
+        if not isinstance(source, TextWindowsData):
+            raise UserError(f"data.kind {source.kind!r} does not fit task {self.task}")
+        if base is None:  # preflight: the text's length was checked with the model's tokenizer
+            raise UserError("text-windows evaluation data needs the base model (its tokenizer and reference)")
+        return build_text_windows(source, out_dir, base)
+
+    def dataset_rows(self, data_dir: Path) -> list[dict[str, Any]]:
+        from edgeopt.data import read_jsonl
+        from edgeopt.llm.text_windows import WINDOWS_FILE
+
+        return read_jsonl(Path(data_dir) / WINDOWS_FILE)
+
+    def describe_data(self, n_pairs: int, n_items: int) -> str:
+        return f"{n_items} evaluation windows"
 
     def tokenize(self, tokenizer_dir: Path, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
         from transformers import AutoTokenizer
@@ -183,10 +231,10 @@ class CausalLM(Workload):
                        "kld": math.exp(-cand["kld"])},
         )
 
-    def python_model(self) -> Any:
-        from edgeopt.serving import TextGenerationModel
+    def python_model(self) -> Path:
+        from edgeopt.serving_code import code_file
 
-        return TextGenerationModel()
+        return code_file("text_generation")  # edgeopt.serving.TextGenerationModel
 
     def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:
         """The registered model must continue the probe prompt exactly as the measured candidate did."""

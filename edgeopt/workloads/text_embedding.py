@@ -8,9 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.config import BenchmarkConfig
+from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
+from edgeopt.data import EvalDataSummary
+from edgeopt.errors import UserError
 from edgeopt.metrics import mean_cosine, retention, retrieval_metrics
+from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import Quality
+from edgeopt.sources import SourceFacts
 from edgeopt.timing import stats, timed_loop
 from edgeopt.workloads import Speed, Workload
 
@@ -27,12 +31,46 @@ def encode_all(runner: Any, ids: np.ndarray, mask: np.ndarray, batch: int) -> np
 class TextEmbedding(Workload):
     task = "text-embedding"
     default_quality_metrics = ("cosine", "recall@10", "mrr")
+    metric_names = ("cosine", "recall@1", "recall@10", "mrr")
+
+    def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
+        """A Hugging Face source must be an encoder the installed transformers can load with AutoModel."""
+        if source.hf_config is None:
+            return
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        model_type = source.hf_config.get("model_type")
+        archs = source.hf_config.get("architectures") or []
+        if model_type not in CONFIG_MAPPING_NAMES:
+            raise UserError(f"model: architecture {model_type!r} ({', '.join(archs) or 'no architectures'}) is "
+                            f"unknown to the installed transformers; text-embedding cannot run it")
+        if source.hf_config.get("is_encoder_decoder") or model_type not in MODEL_MAPPING_NAMES:
+            raise UserError(f"model: architecture {model_type!r} is not an encoder that text-embedding can "
+                            f"mean-pool (e.g. bert, roberta, mpnet, xlm-roberta)")
+
+    def materialize_base(self, source: ModelSource, dest: Path, project_root: Path) -> BaseModelInfo:
+        from edgeopt.base_model import materialize_files
+
+        return materialize_files(source, dest, self.task, project_root)
+
+    def build_data(self, source: DataSource, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
+        from edgeopt.data import build_eval_data
+
+        return build_eval_data(source, out_dir)
+
+    def dataset_rows(self, data_dir: Path) -> list[dict[str, Any]]:
+        from edgeopt.data import load_retrieval
+
+        return [p._asdict() for p in load_retrieval(data_dir)]
+
+    def describe_data(self, n_pairs: int, n_items: int) -> str:
+        return f"{n_pairs} pairs, {n_items} sentences"
 
     def tokenize(self, tokenizer_dir: Path, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
         from transformers import AutoTokenizer
 
         from edgeopt.data import load_calibration, load_retrieval, load_sentences
-        from edgeopt.errors import UserError
 
         tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         pairs = load_retrieval(data_dir)
@@ -88,10 +126,10 @@ class TextEmbedding(Workload):
             retention={"cosine": cosine, **retention(cand_retrieval, base_retrieval)},
         )
 
-    def python_model(self) -> Any:
-        from edgeopt.serving import TextEmbeddingModel
+    def python_model(self) -> Path:
+        from edgeopt.serving_code import code_file
 
-        return TextEmbeddingModel()
+        return code_file("text_embedding")  # edgeopt.serving.TextEmbeddingModel
 
     def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:
         """The registered model must reproduce the candidate's measured embeddings."""

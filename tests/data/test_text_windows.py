@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from edgeopt.config import TextWindowsData
-from edgeopt.data import build_eval_data, dataset_rows
 from edgeopt.errors import UserError
 from edgeopt.llm import text_windows as tw
+from edgeopt.llm.text_windows import build_text_windows
 from edgeopt.recipes import BaseModelInfo
 from edgeopt.validation import validate_eval_data
+from edgeopt.workloads import get_workload
 
 pytest.importorskip("llama_cpp")
 SOURCE = TextWindowsData(kind="text-windows", windows=3, window_tokens=64)
@@ -33,7 +34,7 @@ def base() -> BaseModelInfo:
 @pytest.fixture(scope="module")
 def data_dir(base: BaseModelInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tw") / "data"
-    build_eval_data(SOURCE, out, base)
+    build_text_windows(SOURCE, out, base)
     return out
 
 
@@ -48,7 +49,7 @@ def test_folder_holds_text_windows_and_reference(data_dir: Path) -> None:
     assert ref.shape == (3, 64, 49152) and ref.dtype == np.float16
     # Log-probabilities: each row is a normalised distribution.
     assert np.allclose(np.exp(ref[0].astype(np.float64)).sum(axis=-1), 1.0, atol=1e-2)
-    rows = dataset_rows(data_dir)
+    rows = get_workload("causal-lm").dataset_rows(data_dir)
     assert [r["window"] for r in rows] == [0, 1, 2] and all(r["text"].strip() for r in rows)
 
 
@@ -63,11 +64,11 @@ def test_calibration_text_is_disjoint_from_evaluation(data_dir: Path) -> None:
 def test_same_settings_reuse_the_folder_and_new_ones_rebuild(data_dir: Path, base: BaseModelInfo) -> None:
     ref = data_dir / tw.REFERENCE_FILE
     before = ref.stat().st_mtime_ns
-    again = build_eval_data(SOURCE, data_dir, base)
+    again = build_text_windows(SOURCE, data_dir, base)
     assert ref.stat().st_mtime_ns == before
     assert again.sha256 == tw.load_manifest(data_dir)["sha256"]
     other = data_dir.parent / "seed1"
-    build_eval_data(SOURCE.model_copy(update={"seed": 1}), other, base)
+    build_text_windows(SOURCE.model_copy(update={"seed": 1}), other, base)
     assert not np.array_equal(tw.load_tokens(other)[0], tw.load_tokens(data_dir)[0])
 
 
@@ -96,13 +97,13 @@ def test_validation_names_leaked_calibration_text_and_a_broken_reference(data_di
 
 def test_user_text_errors_are_one_line(base: BaseModelInfo, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="text file not found"):
-        build_eval_data(SOURCE.model_copy(update={"source": tmp_path / "missing.txt"}), tmp_path / "a", base)
+        build_text_windows(SOURCE.model_copy(update={"source": tmp_path / "missing.txt"}), tmp_path / "a", base)
     short = tmp_path / "short.txt"
     short.write_text("One short paragraph.\n\nAnother one.\n")
     with pytest.raises(UserError, match=r"fewer than data\.windows"):
-        build_eval_data(SOURCE.model_copy(update={"source": short}), tmp_path / "b", base)
+        build_text_windows(SOURCE.model_copy(update={"source": short}), tmp_path / "b", base)
     with pytest.raises(UserError, match="needs the base model"):
-        build_eval_data(SOURCE, tmp_path / "c")
+        get_workload("causal-lm").build_data(SOURCE, tmp_path / "c", None)
 
 
 def test_a_user_text_file_is_split_by_paragraph(base: BaseModelInfo, tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_a_user_text_file_is_split_by_paragraph(base: BaseModelInfo, tmp_path: P
              f"then compiles it to bytecode before running it." for i in range(400)]
     text.write_text("\n\n".join(paras) + "\n")
     out = tmp_path / "data"
-    summary = build_eval_data(SOURCE.model_copy(update={"source": text}), out, base)
+    summary = build_text_windows(SOURCE.model_copy(update={"source": text}), out, base)
     assert summary.kind == "text-windows" and summary.n_sentences == 3
     assert str(text) in json.loads((out / tw.MANIFEST).read_text())["source"]
     assert validate_eval_data(out).success

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.base_model import materialize
 from edgeopt.config import BundledModel, GgufFileModel, HFFolderModel
 from edgeopt.errors import UserError
 from edgeopt.llm import reference_model as rm
 from edgeopt.recipes import BaseModelInfo
+from edgeopt.workloads import get_workload
 
 
 @pytest.fixture(scope="module")
 def bundled_base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelInfo:
     pytest.importorskip("llama_cpp")
     dest = tmp_path_factory.mktemp("base") / "base"
-    return materialize(BundledModel(id="smollm2-135m-instruct"), dest, "causal-lm", dest.parent)
+    return get_workload("causal-lm").materialize_base(BundledModel(id="smollm2-135m-instruct"), dest, dest.parent)
 
 
 def test_bundled_model_gives_reference_hf_and_tokenizer(bundled_base: BaseModelInfo) -> None:
@@ -39,31 +39,31 @@ def test_bundled_model_gives_reference_hf_and_tokenizer(bundled_base: BaseModelI
 def test_same_source_reuses_the_folder(bundled_base: BaseModelInfo) -> None:
     dest = bundled_base.path.parent
     before = (dest / rm.REFERENCE_GGUF).stat().st_mtime_ns
-    again = materialize(BundledModel(id="smollm2-135m-instruct"), dest, "causal-lm", dest.parent)
+    again = get_workload("causal-lm").materialize_base(BundledModel(id="smollm2-135m-instruct"), dest, dest.parent)
     assert (dest / rm.REFERENCE_GGUF).stat().st_mtime_ns == before
     assert again.sha256 == bundled_base.sha256
 
 
 def test_user_gguf_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="GGUF file not found"):
-        materialize(GgufFileModel(kind="gguf", path=Path("missing.gguf")), tmp_path / "b", "causal-lm", tmp_path)
+        get_workload("causal-lm").materialize_base(GgufFileModel(kind="gguf", path=Path("missing.gguf")),
+                                                   tmp_path / "b", tmp_path)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(UserError, match="corrupt or invalid GGUF file"):
-        materialize(GgufFileModel(kind="gguf", path=bad), tmp_path / "b", "causal-lm", tmp_path)
+        get_workload("causal-lm").materialize_base(GgufFileModel(kind="gguf", path=bad), tmp_path / "b", tmp_path)
 
 
 def test_user_hf_folder_has_no_gguf_form(bundled_base: BaseModelInfo, tmp_path: Path) -> None:
-    b = materialize(HFFolderModel(kind="hf", path=bundled_base.variants["hf"]), tmp_path / "base", "causal-lm",
-                    tmp_path)
+    b = get_workload("causal-lm").materialize_base(HFFolderModel(kind="hf", path=bundled_base.variants["hf"]),
+                                                   tmp_path / "base", tmp_path)
     assert b.format == "hf" and set(b.variants) == {"hf"}
     assert "no HF->GGUF converter" in b.details["gguf_unavailable"]
     # Its evaluation data is tokenized and scored by transformers instead of llama.cpp.
     from edgeopt.config import TextWindowsData
-    from edgeopt.data import build_eval_data
-    from edgeopt.llm.text_windows import load_manifest, load_tokens
+    from edgeopt.llm.text_windows import build_text_windows, load_manifest, load_tokens
 
-    build_eval_data(TextWindowsData(kind="text-windows", windows=2, window_tokens=32), tmp_path / "data", b)
+    build_text_windows(TextWindowsData(kind="text-windows", windows=2, window_tokens=32), tmp_path / "data", b)
     manifest = load_manifest(tmp_path / "data")
     assert manifest["reference"]["runtime"] == "transformers" and manifest["tokenizer"].startswith("transformers")
     assert load_tokens(tmp_path / "data")[0].shape == (2, 32)
@@ -74,4 +74,4 @@ def test_user_hf_folder_has_no_gguf_form(bundled_base: BaseModelInfo, tmp_path: 
     (encoder / "config.json").unlink()
     (encoder / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
     with pytest.raises(UserError, match="not a causal language model"):
-        materialize(HFFolderModel(kind="hf", path=encoder), tmp_path / "b2", "causal-lm", tmp_path)
+        get_workload("causal-lm").materialize_base(HFFolderModel(kind="hf", path=encoder), tmp_path / "b2", tmp_path)

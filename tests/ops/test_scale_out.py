@@ -1,8 +1,9 @@
 """Scale-out: candidate builds fan out through Dask, on a LocalCluster the flow starts or at the
 address of an existing cluster, and the Dask workers report to the flow's own Prefect server.
 
-These run on the test process's temporary Prefect server (no PREFECT_API_URL): the case where
-each Dask worker would otherwise start a temporary server of its own.
+These run on the test session's local Prefect server (tests/conftest.py), which is what the
+settings shipped to the Dask workers point them at: without that, each worker would start a
+temporary server of its own.
 """
 
 from __future__ import annotations

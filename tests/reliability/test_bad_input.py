@@ -104,6 +104,15 @@ def _pairs(n: int, drop: str | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _latin1_pairs(tmp: Path) -> Path:
+    """Pairs saved by an editor in Latin-1: valid JSON lines, but not UTF-8 text."""
+    path = _jsonl(tmp, "")
+    raw = yaml.safe_load(path.read_text())
+    data = Path(raw["pipelines"]["minilm"]["data"]["path"])
+    data.write_bytes(_pairs(12).replace("explains", "expliqu\u00e9").encode("latin-1"))
+    return path
+
+
 def _raw_file(tmp: Path, text: str) -> Path:
     path = tmp / "params.yaml"
     path.write_text(text)
@@ -120,11 +129,34 @@ def _unwritable(tmp: Path) -> Path:
     return path
 
 
+def _hf_config(tmp: Path, **config: object) -> Path:
+    """The bundled MiniLM folder (real weights and tokenizer) with config.json fields replaced."""
+    src, dst = _minilm_dir(), tmp / "model"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.bin", "*.onnx", "onnx", "openvino"))
+    (dst / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()), **config}))
+    return dst
+
+
+def _short_text(tmp: Path) -> Path:
+    path = tmp / "held-out.txt"
+    path.write_text("A short paragraph of held-out text.\n\nAnother one, far too short for 16 windows.\n")
+    return _params(tmp, "smollm2", data={"kind": "text-windows", "source": str(path)})
+
+
+def _tracking(tmp: Path, uri: str) -> Path:
+    path = _params(tmp)
+    raw = yaml.safe_load(path.read_text())
+    raw["tracking"]["uri"] = uri
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
     setup: Callable[[Path], Path]  # builds the bad input under tmp, returns the params file
     needle: str  # what the one error line must say
+    commands: tuple[str, ...] = ("run", "prepare")  # the commands that must refuse it
 
 
 CASES = [
@@ -168,11 +200,44 @@ CASES = [
     Case("data: too few pairs", lambda t: _jsonl(t, _pairs(3)), "at least 10 are needed"),
     # the output folder
     Case("output folder not writable", _unwritable, "output folder is not writable"),
+    # found from the inputs alone, before the orchestrator starts (they used to surface mid-run)
+    Case("model: an encoder-decoder for text-embedding", lambda t: _params(t, model={"kind": "hf", "path": str(
+        _hf_config(t, model_type="t5", is_encoder_decoder=True, architectures=["T5ForConditionalGeneration"]))}),
+        "not an encoder that text-embedding can mean-pool"),
+    Case("model: an architecture transformers does not know", lambda t: _params(t, model={"kind": "hf", "path": str(
+        _hf_config(t, model_type="my-own-arch", architectures=["MyOwnModel"]))}), "my-own-arch"),
+    Case("model: an encoder for causal-lm", lambda t: _params(t, "smollm2", model={"kind": "hf", "path": str(
+        _minilm_dir())}), "is not a causal language model"),
+    Case("data: held-out text too short for the windows", _short_text, "fewer than data.windows x data.window_tokens"),
+    Case("candidates: a parent-only recipe without a parent", lambda t: _params(t, candidates=[
+        {"name": "torch-fp32", "recipe": "torch-eager"}, {"name": "int8", "recipe": "ort-dynamic-int8"}]),
+        "candidates.int8: recipe ort-dynamic-int8 starts from a parent candidate"),
+    Case("candidates: a baseline that cannot start from the base", lambda t: _onnx(t, _tiny_onnx()),
+         "choose another baseline"),
+    Case("gates: retention above 1", lambda t: _params(t, gates={"min_quality_retention": 7}),
+         "gates.min_quality_retention"),
+    Case("gates: a metric the task does not measure", lambda t: _params(t, gates={"max_metrics": {"kld": 0.05}}),
+         "gates.max_metrics: kld not measured by task text-embedding"),
+    Case("selection: a metric the task does not measure", lambda t: _params(
+        t, selection={"baseline": "torch-fp32", "quality_metrics": ["top1"]}), "selection.quality_metrics: top1"),
+    Case("params: a pipeline defined twice", lambda t: _raw_file(t, _params(t).read_text().replace(
+        "pipelines:\n  minilm:", "pipelines:\n  minilm: {}\n  minilm:", 1)), "duplicate key 'minilm'"),
+    Case("data: not UTF-8", _latin1_pairs, "not UTF-8"),
+    Case("candidates: the baseline is disabled", lambda t: _params(t, candidates=[
+        {"name": "torch-fp32", "recipe": "torch-eager", "enabled": False},
+        {"name": "onnx-fp32", "recipe": "onnx-export"}]),
+        "the baseline is disabled"),
+    Case("tracking: a sqlite store in a folder that does not exist", lambda t: _tracking(
+        t, f"sqlite:///{t / 'no' / 'such' / 'mlflow.db'}"), "does not exist", commands=("run",)),
+    Case("tracking: no server listening", lambda t: _tracking(t, "http://127.0.0.1:9/"),
+         "the MLflow server does not answer", commands=("run",)),
+    Case("tracking: a file store", lambda t: _tracking(t, f"file://{t / 'store'}"), "a file store is not supported",
+         commands=("run",)),
 ]
 
 
-@pytest.mark.parametrize("command", ["run", "prepare"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize(("case", "command"), [(c, cmd) for c in CASES for cmd in c.commands],
+                         ids=[f"{c.id}-{cmd}" for c in CASES for cmd in c.commands])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, case: Case, command: str) -> None:
     params = case.setup(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

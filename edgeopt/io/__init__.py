@@ -1,0 +1,1 @@
+"""Infrastructure the pipeline talks to: the Prefect API server, the tracking store, the workspace lock."""

@@ -1,0 +1,455 @@
+"""Images for image-classification, offline: evaluation and calibration sets, a user's image folder, preprocessing.
+
+Evaluation data is built from the photographs the installed scikit-image wheel ships under `skimage/data/`
+(read from disk; `skimage.data` loaders that download through pooch are never called). A few dozen photographs
+are expanded into a few hundred inputs by deterministic random-resized crops and horizontal flips: numpy's
+`Generator(seed)` plans every crop, Pillow (bilinear) renders it, so one seed gives byte-identical arrays with
+the same Pillow. Calibration crops come from photographs held out of evaluation (views of one scene, such as
+motorcycle_left/right, stay on one side), so no calibration input is, or is cut from, an evaluation photograph.
+
+`build_eval_images` writes `eval.npz`, `calibration.npz` (uint8 [n, size, size, 3] plus each item's source file,
+crop box and flip) and `manifest.json`, atomically, into one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import shutil
+import uuid
+import zipfile
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from pydantic import ConfigDict, Field, ValidationError
+
+from edgeopt.errors import UserError
+from edgeopt.results import Record
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IMAGE_SIZE = 224
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+CROP_FRACTION = 0.875  # evaluation center crop: the TF EfficientNet eval pipeline's 224 / (224 + 32)
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
+MIN_PHOTO_SIDE = 32  # a smaller shipped image is too small to cut crops from
+AREA = (0.5, 1.0)  # random-resized crop: fraction of the photograph's area
+RATIO = (3 / 4, 4 / 3)  # random-resized crop: aspect ratio (width / height) before resizing to a square
+# Pillow modes of a 2-D 8-bit grayscale/colour image; anything else (I;16, F, multi-band) is not used.
+MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+
+EVAL_FILE = "eval.npz"
+CALIBRATION_FILE = "calibration.npz"
+MANIFEST_FILE = "manifest.json"
+FILES = (EVAL_FILE, CALIBRATION_FILE, MANIFEST_FILE)
+
+
+class ImageEvalData(Record):
+    """How `build_eval_images` expands the shipped photographs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_eval: int = Field(default=256, ge=1)
+    n_calibration: int = Field(default=64, ge=1)
+    seed: int = Field(default=0, ge=0)
+    size: int = Field(default=IMAGE_SIZE, ge=32)
+
+
+class ImageDataManifest(Record):
+    """`manifest.json`: what `build_eval_images` wrote and from what."""
+
+    kind: str = "skimage-photographs"
+    seed: int
+    size: int
+    n_eval: int
+    n_calibration: int
+    eval_sources: list[str]  # photographs the evaluation crops were cut from
+    calibration_sources: list[str]  # disjoint from eval_sources
+    sha256: dict[str, str]  # "eval" / "calibration": sha256 of the uint8 image array's bytes (C order)
+    files: list[str]
+    versions: dict[str, str]  # scikit-image (the photographs), Pillow (the resampling), numpy (the generator)
+
+
+class Crop(NamedTuple):
+    source: int  # index into the photographs
+    box: tuple[int, int, int, int]  # left, top, right, bottom in source pixels
+    flip: bool  # horizontal flip after resizing
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_rgb(path: Path, *, photograph: bool = False) -> Image.Image:
+    """Decode `path` fully with Pillow and return it as RGB (alpha composited over white, EXIF orientation applied).
+
+    photograph: also refuse multi-frame files and images smaller than MIN_PHOTO_SIDE.
+    Raises UserError (one line, naming the file) for anything that is not a usable image.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
+            img.load()
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise UserError(f"{path}: not an image Pillow can read ({_one_line(err)})") from None
+    if img.mode not in MODES:
+        raise UserError(f"{path}: not an 8-bit grayscale or colour image (Pillow mode {img.mode})")
+    if photograph and frames > 1:
+        raise UserError(f"{path}: has {frames} frames, not one photograph")
+    if photograph and min(img.size) < MIN_PHOTO_SIDE:
+        raise UserError(f"{path}: {img.size[0]}x{img.size[1]} is smaller than {MIN_PHOTO_SIDE} pixels")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if "A" in img.mode or "a" in img.mode:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
+
+
+def skimage_data_dir() -> Path:
+    """`skimage/data/` of the installed scikit-image, found without importing it."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("image-classification evaluation data needs scikit-image (its shipped photographs)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def shipped_photographs() -> list[Path]:
+    """The png/jpg files shipped in the scikit-image wheel that decode as one 2-D grayscale/colour image, sorted."""
+    folder = skimage_data_dir()
+    if not folder.is_dir():
+        return []
+    usable = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in PHOTO_SUFFIXES:
+            continue
+        try:
+            read_rgb(path, photograph=True)
+        except UserError:
+            continue
+        usable.append(path)
+    return usable
+
+
+def photo_group(path: Path) -> str:
+    """Views of one scene share a group (motorcycle_left/right, chessboard_GRAY/RGB): the split keeps them together."""
+    return Path(path).stem.split("_")[0].lower()
+
+
+def split_photographs(
+    photographs: Sequence[Path], n_eval: int, n_calibration: int, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """Hold out whole photo groups for calibration, about n_calibration / (n_eval + n_calibration) of the
+    photographs and at least one group; the rest is for evaluation. Both lists keep the input order."""
+    groups: dict[str, list[Path]] = {}
+    for p in photographs:
+        groups.setdefault(photo_group(p), []).append(Path(p))
+    if len(groups) < 2:
+        raise UserError(
+            f"need photographs of at least 2 different scenes to keep calibration apart from evaluation, "
+            f"found {len(groups)} ({len(photographs)} photographs)"
+        )
+    target = max(1, round(len(photographs) * n_calibration / (n_eval + n_calibration)))
+    order = np.random.default_rng([seed, 0]).permutation(sorted(groups))
+    held: set[str] = set()
+    count = 0
+    for name in order[:-1]:  # the last group always stays in evaluation
+        if count >= target:
+            break
+        held.add(str(name))
+        count += len(groups[str(name)])
+    calibration = [Path(p) for p in photographs if photo_group(p) in held]
+    evaluation = [Path(p) for p in photographs if photo_group(p) not in held]
+    return evaluation, calibration
+
+
+def _crop_size(rng: np.random.Generator, width: int, height: int) -> tuple[int, int]:
+    area = rng.uniform(*AREA) * width * height
+    # Ratios for which a crop of this area fits inside the photograph, intersected with RATIO.
+    fit_lo, fit_hi = area / (height * height), (width * width) / area
+    lo, hi = max(RATIO[0], fit_lo), min(RATIO[1], fit_hi)
+    if lo > hi:  # a very elongated photograph: the feasible ratio nearest RATIO
+        lo = hi = fit_lo if fit_lo > RATIO[1] else fit_hi
+    ratio = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    w = min(width, max(1, round(math.sqrt(area * ratio))))
+    h = min(height, max(1, round(math.sqrt(area / ratio))))
+    return w, h
+
+
+def plan_crops(sizes: Sequence[tuple[int, int]], n: int, seed: int | Sequence[int]) -> list[Crop]:
+    """n random-resized crops over photographs of the given (width, height): each photograph is used in turn
+    (a fresh random order every round), with 50-100% of its area, an aspect ratio in 3/4..4/3 and a coin-flip
+    horizontal flip. Deterministic in `seed`."""
+    if not sizes:
+        raise UserError("no photographs to cut evaluation images from")
+    rng = np.random.default_rng(seed)
+    crops = []
+    order: list[int] = []
+    for _ in range(n):
+        if not order:
+            order = [int(i) for i in rng.permutation(len(sizes))]
+        source = order.pop(0)
+        width, height = sizes[source]
+        w, h = _crop_size(rng, width, height)
+        left = int(rng.integers(0, width - w + 1))
+        top = int(rng.integers(0, height - h + 1))
+        flip = bool(rng.random() < 0.5)
+        crops.append(Crop(source, (left, top, left + w, top + h), flip))
+    return crops
+
+
+def render_crops(images: Sequence[Image.Image], crops: Sequence[Crop], size: int = IMAGE_SIZE) -> np.ndarray:
+    """uint8 [len(crops), size, size, 3]: each crop resized (bilinear) to a square, flipped if asked."""
+    from PIL import Image
+
+    out = np.empty((len(crops), size, size, 3), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        tile = images[crop.source].resize((size, size), Image.Resampling.BILINEAR, box=crop.box)
+        if crop.flip:
+            tile = tile.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out[i] = np.asarray(tile, dtype=np.uint8)
+    return out
+
+
+def _as_pil(images: Sequence[Any]) -> list[Image.Image]:
+    from PIL import Image
+
+    out = []
+    for img in images:
+        if isinstance(img, Image.Image):
+            out.append(img.convert("RGB"))
+            continue
+        arr = np.asarray(img)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"expected an RGB uint8 [H, W, 3] array, got {arr.dtype} {arr.shape}")
+        out.append(Image.fromarray(arr, mode="RGB"))
+    return out
+
+
+def expand(images: Sequence[Any], n: int, seed: int | Sequence[int], size: int = IMAGE_SIZE) -> np.ndarray:
+    """uint8 [n, size, size, 3] of deterministic random-resized crops and flips of `images`
+    (PIL images or RGB uint8 [H, W, 3] arrays): the same seed gives byte-identical output."""
+    pil = _as_pil(images)
+    return render_crops(pil, plan_crops([im.size for im in pil], n, seed), size)
+
+
+def images_sha256(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def image_hashes(images: np.ndarray) -> list[str]:
+    """sha256 of each image's bytes: identical inputs have identical hashes."""
+    return [hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An uncompressed .npz that `np.load` reads, byte-identical for identical arrays (fixed zip timestamps,
+    unlike `np.savez`), so DVC sees an unchanged file when the data did not change. Atomic."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.create_system = 3
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: evaluation data file not found (build the data first)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as err:
+        raise UserError(f"{path}: not a readable .npz file ({_one_line(err)})") from None
+
+
+def load_eval_images(data_dir: Path) -> dict[str, np.ndarray]:
+    """{"eval": ..., "calibration": ...}: the image arrays `build_eval_images` wrote."""
+    data_dir = Path(data_dir)
+    out = {}
+    for key, name in (("eval", EVAL_FILE), ("calibration", CALIBRATION_FILE)):
+        arrays = read_npz(data_dir / name)
+        if "images" not in arrays:
+            raise UserError(f"{data_dir / name}: no 'images' array")
+        out[key] = arrays["images"]
+    return out
+
+
+def _versions() -> dict[str, str]:
+    out = {"numpy": np.__version__}
+    for dist, key in (("scikit-image", "scikit-image"), ("pillow", "pillow")):
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = "unknown"
+    return out
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_eval_images(
+    out_dir: Path,
+    n_eval: int = 256,
+    n_calibration: int = 64,
+    seed: int = 0,
+    *,
+    size: int = IMAGE_SIZE,
+    photographs: Sequence[Path] | None = None,
+) -> ImageDataManifest:
+    """Write eval.npz, calibration.npz and manifest.json into `out_dir` (replaced atomically).
+
+    photographs: defaults to `shipped_photographs()`. Each .npz holds `images` (uint8 [n, size, size, 3]),
+    `sources` (file names), `boxes` (int32 [n, 4]: left, top, right, bottom) and `flips` (bool [n]).
+    """
+    try:
+        cfg = ImageEvalData(n_eval=n_eval, n_calibration=n_calibration, seed=seed, size=size)
+    except ValidationError as err:
+        raise UserError(f"image evaluation data: {_one_line(err)}") from None
+    paths = [Path(p) for p in (shipped_photographs() if photographs is None else photographs)]
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise UserError("photographs must have distinct file names (the manifest records names)")
+    eval_paths, calib_paths = split_photographs(paths, cfg.n_eval, cfg.n_calibration, cfg.seed)
+
+    sets = {}
+    for key, chosen, n, stream in (("eval", eval_paths, cfg.n_eval, 1), ("calibration", calib_paths,
+                                                                          cfg.n_calibration, 2)):
+        pil = [read_rgb(p, photograph=True) for p in chosen]
+        crops = plan_crops([im.size for im in pil], n, [cfg.seed, stream])
+        sets[key] = {
+            "images": render_crops(pil, crops, cfg.size),
+            "sources": np.array([chosen[c.source].name for c in crops], dtype=str),
+            "boxes": np.array([c.box for c in crops], dtype=np.int32).reshape(n, 4),
+            "flips": np.array([c.flip for c in crops], dtype=bool),
+        }
+
+    manifest = ImageDataManifest(
+        seed=cfg.seed,
+        size=cfg.size,
+        n_eval=cfg.n_eval,
+        n_calibration=cfg.n_calibration,
+        eval_sources=[p.name for p in eval_paths],
+        calibration_sources=[p.name for p in calib_paths],
+        sha256={key: images_sha256(arrays["images"]) for key, arrays in sets.items()},
+        files=list(FILES),
+        versions=_versions(),
+    )
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        write_npz(tmp / EVAL_FILE, sets["eval"])
+        write_npz(tmp / CALIBRATION_FILE, sets["calibration"])
+        manifest.write(tmp / MANIFEST_FILE)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+# -- a user's images and the model's preprocessing ------------------------------------------------------------
+
+
+def center_crop(img: Image.Image, size: int = IMAGE_SIZE, crop_fraction: float | None = CROP_FRACTION) -> np.ndarray:
+    """uint8 [size, size, 3]: the central square of `crop_fraction` x the shorter side, resized (bilinear).
+    crop_fraction None: the whole image resized to size x size (aspect ratio not kept)."""
+    from PIL import Image
+
+    width, height = img.size
+    if crop_fraction is None:
+        box: tuple[float, float, float, float] = (0.0, 0.0, float(width), float(height))
+    else:
+        side = min(width, height) * crop_fraction
+        left, top = (width - side) / 2, (height - side) / 2
+        box = (left, top, left + side, top + side)
+    return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def load_image_folder(
+    root: Path,
+    class_map: Mapping[str, int] | None = None,
+    *,
+    size: int = IMAGE_SIZE,
+    crop_fraction: float | None = CROP_FRACTION,
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """A class-per-subfolder image folder (like torchvision's ImageFolder): `root/<class>/**/<image>`.
+
+    class_map: class folder name -> label; None numbers the class folders in sorted order (as ImageFolder does).
+    Returns (uint8 [n, size, size, 3] center crops, int64 labels [n], files), files sorted within each class.
+    Hidden files and folders (".*") and files directly under root are ignored. Raises UserError, one line
+    naming the folder or file, for: no class folder, a class folder not in class_map, a class folder
+    without files, a file Pillow cannot decode.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: image folder not found")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p, root))
+    if not classes:
+        raise UserError(f"{root}: no class folders (expected one subfolder of images per class)")
+    if class_map is None:
+        class_map = {p.name: i for i, p in enumerate(classes)}
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    files: list[Path] = []
+    for folder in classes:
+        if folder.name not in class_map:
+            raise UserError(f"{folder}: class folder {folder.name!r} is not in the class map "
+                            f"({len(class_map)} classes)")
+        label = class_map[folder.name]
+        members = sorted(p for p in folder.rglob("*") if p.is_file() and _visible(p, root))
+        if not members:
+            raise UserError(f"{folder}: empty class folder (no image files)")
+        for file in members:
+            images.append(center_crop(read_rgb(file), size, crop_fraction))
+            labels.append(int(label))
+            files.append(file)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), files
+
+
+def preprocess(
+    batch: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
+) -> np.ndarray:
+    """uint8 [n, H, W, 3] -> float32 [n, 3, H, W] = (x / 255 - mean) / std, C-contiguous."""
+    batch = np.asarray(batch)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected a [n, H, W, 3] batch, got shape {batch.shape}")
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 1, 1, 3)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 1, 1, 3)
+    x = (batch.astype(np.float32) / np.float32(255.0) - m) / s
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -1,0 +1,179 @@
+"""Great Expectations (GX Core 1.x) checks on the image-classification evaluation and calibration arrays.
+
+Each array becomes a pandas frame with one row per image (its shape, dtype, value range and sha256), validated
+the way `edgeopt.validation` validates text: one ephemeral context, a pandas data source with an asset per
+set, a whole-dataframe batch definition, a suite and a validation definition each. The report is the same
+`ValidationReport`, so `edgeopt.validation.require_valid` names any failed expectation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.validation import ExpectationOutcome, ValidationReport
+from edgeopt.workloads.image_classification.images import IMAGE_SIZE, image_hashes, load_eval_images
+
+MIN_EVAL = 32
+MIN_CALIBRATION = 8
+COLUMNS = ["index", "ndim", "height", "width", "channels", "dtype", "min", "max", "span", "sha256"]
+
+
+def image_frame(images: np.ndarray) -> Any:
+    """pandas frame, one row per image: index, ndim (of the whole array), height, width, channels (-1 where
+    the array has no such axis), dtype, min, max, span (max - min; None if not numeric), sha256 of its bytes."""
+    import pandas as pd
+
+    arr = np.asarray(images)
+    if arr.ndim == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    numeric = np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    hashes = image_hashes(arr)
+    rows = []
+    for i, img in enumerate(arr):
+        shape = (*img.shape, -1, -1, -1)[:3]
+        lo = float(img.min()) if numeric and img.size else None
+        hi = float(img.max()) if numeric and img.size else None
+        rows.append({
+            "index": i, "ndim": arr.ndim, "height": shape[0], "width": shape[1], "channels": shape[2],
+            "dtype": str(arr.dtype), "min": lo, "max": hi,
+            "span": hi - lo if lo is not None and hi is not None else None, "sha256": hashes[i],
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _suites(frames: dict[str, Any], min_eval: int, min_calibration: int, size: int) -> dict[str, list[Any]]:
+    import great_expectations.expectations as gxe
+
+    def image_columns() -> list[Any]:  # fresh instances: an expectation belongs to one suite
+        return [
+            gxe.ExpectColumnValuesToBeBetween(column="ndim", min_value=4, max_value=4),
+            gxe.ExpectColumnValuesToBeBetween(column="height", min_value=size, max_value=size),
+            gxe.ExpectColumnValuesToBeBetween(column="width", min_value=size, max_value=size),
+            gxe.ExpectColumnValuesToBeBetween(column="channels", min_value=3, max_value=3),
+            gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"]),
+            gxe.ExpectColumnValuesToNotBeNull(column="min"),
+            gxe.ExpectColumnValuesToBeBetween(column="min", min_value=0, max_value=255),
+            gxe.ExpectColumnValuesToNotBeNull(column="max"),
+            gxe.ExpectColumnValuesToBeBetween(column="max", min_value=0, max_value=255),
+            # A constant image (all one value) is a blank or broken input, not a photograph.
+            gxe.ExpectColumnValuesToBeBetween(column="span", min_value=1, max_value=255),
+        ]
+
+    eval_hashes = sorted(set(frames["eval"]["sha256"]))
+    return {
+        "eval": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_eval, max_value=None),
+            *image_columns(),
+        ],
+        "calibration": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_calibration, max_value=None),
+            *image_columns(),
+            # Calibration must never see an evaluation input.
+            gxe.ExpectColumnValuesToNotBeInSet(column="sha256", value_set=eval_hashes),
+        ],
+    }
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN: a missing value
+        return None
+    if isinstance(value, str) and len(value) > 80:
+        return value[:77] + "..."
+    return value
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    if not result:
+        return None
+    if "observed_value" in result:
+        return _clip(result["observed_value"])
+    if "unexpected_count" in result:
+        examples = [_clip(v) for v in (result.get("partial_unexpected_list") or [])[:3]]
+        out: dict[str, Any] = {"unexpected_count": result["unexpected_count"]}
+        if examples:
+            out["examples"] = examples
+        return out
+    return None
+
+
+def validate_image_arrays(
+    eval_images: np.ndarray,
+    calibration_images: np.ndarray,
+    *,
+    min_eval: int = MIN_EVAL,
+    min_calibration: int = MIN_CALIBRATION,
+    size: int = IMAGE_SIZE,
+    data_dir: str = "",
+    report_path: Path | None = None,
+) -> ValidationReport:
+    """Run the GX suites on the two arrays (expected uint8 [n, size, size, 3]); never raises on bad data."""
+    frames = {"eval": image_frame(eval_images), "calibration": image_frame(calibration_images)}
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    start = time.perf_counter()
+
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suites = _suites(frames, min_eval, min_calibration, size)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm in pipeline logs
+    source = context.data_sources.add_pandas(name="edgeopt_image_data")
+    outcomes: list[ExpectationOutcome] = []
+    for key, expectations in suites.items():
+        asset = source.add_dataframe_asset(name=key)
+        batch_definition = asset.add_batch_definition_whole_dataframe(f"{key}_all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{key}_suite"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{key}_validation", data=batch_definition, suite=suite)
+        )
+        run = definition.run(batch_parameters={"dataframe": frames[key]}, result_format="BASIC")
+        for r in run.results:
+            config = r.expectation_config
+            exc = r.exception_info or {}
+            raised = bool(exc.get("raised_exception")) if isinstance(exc, dict) else False
+            outcomes.append(
+                ExpectationOutcome(
+                    dataset=key,
+                    expectation=config.type if config is not None else "unknown",
+                    column=config.kwargs.get("column") if config is not None else None,
+                    success=bool(r.success),
+                    observed=_observed(r.result or {}),
+                    error=str(exc.get("exception_message"))[:200] if raised else None,
+                )
+            )
+
+    failed = [o.label for o in outcomes if not o.success]
+    report = ValidationReport(
+        data_dir=data_dir,
+        success=not failed,
+        gx_version=gx.__version__,
+        seconds=round(time.perf_counter() - start, 3),
+        results=outcomes,
+        failed=failed,
+    )
+    if report_path is not None:
+        report.write(Path(report_path))
+    return report
+
+
+def validate_image_data(
+    data_dir: Path,
+    report_path: Path | None = None,
+    *,
+    min_eval: int = MIN_EVAL,
+    min_calibration: int = MIN_CALIBRATION,
+    size: int = IMAGE_SIZE,
+) -> ValidationReport:
+    """The suites on the folder `build_eval_images` wrote; raises UserError only if its files are missing/unreadable."""
+    arrays = load_eval_images(Path(data_dir))
+    return validate_image_arrays(
+        arrays["eval"], arrays["calibration"], min_eval=min_eval, min_calibration=min_calibration, size=size,
+        data_dir=str(data_dir), report_path=report_path,
+    )
