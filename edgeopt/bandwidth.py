@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.io.atomic import write_text_atomic
+
 CACHE_FILE = "machine-bandwidth.json"
 BUFFER_MB = 256  # per side; L3 caches are tens of MB at most
 REPEATS = 5
@@ -107,10 +109,7 @@ def copy_bandwidth(cache_dir: Path, threads: int, buffer_mb: int = BUFFER_MB) ->
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fingerprint": fingerprint,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -152,54 +152,25 @@ class _ProgressBars:
         self.progress.stop()
 
 
-def _is_causal_lm(selection: Selection) -> bool:
-    return any(r.quality is not None and "kld" in r.quality.metrics for r in selection.candidates)
-
-
-def _llm_results_table(selection: Selection, champion: str | None) -> Table:
-    """causal-lm: quality against the reference, prompt/decode speed and the bandwidth roof."""
-    t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
-    for col in ("candidate", "recipe", "status", "size MB", "RSS MB", "PPL", "KLD", "top-1", "prompt tok/s",
-                "decode tok/s", "TTFT ms", "roof %", "speed-up", "gates", "front", "champion"):
-        t.add_column(col, justify="left" if col in {"candidate", "recipe", "status", "gates"} else "right")
-    for r in selection.candidates:
-        m, q = r.measurement, r.quality
-        if r.status != "ok" or m is None or q is None:
-            t.add_row(r.name, r.recipe, f"[red]{r.status}[/]", *["-"] * 10, (r.error or "")[:60], "", "")
-            continue
-        gates = "pass" if r.passed_gates else ",".join(g.name for g in r.gates if not g.passed) or "-"
-        x = m.extra
-        roof = f"{100 * x['roof_fraction']:.0f}" if "roof_fraction" in x else "-"
-        t.add_row(
-            r.name, r.recipe, "ok", f"{m.size_mb:.1f}", f"{m.peak_rss_mb:.0f}", f"{q.metrics['ppl']:.3f}",
-            f"{q.metrics['kld']:.2e}", f"{q.metrics['top1']:.3f}", f"{x.get('prompt_tok_s', 0):.0f}",
-            f"{m.throughput_items_per_s:.1f}", f"{x.get('ttft_ms', 0):.0f}", roof,
-            f"{r.speedup:.2f}x" if r.speedup else "-", gates,
-            "*" if r.name in selection.frontier else "", "champion" if r.name == champion else "",
-        )
-    return t
-
-
 def results_table(selection: Selection, champion: str | None = None) -> Table:
-    if _is_causal_lm(selection):
-        return _llm_results_table(selection, champion)
+    """The candidate table: the columns every task shares around the task's own (`Workload.columns`)."""
+    from edgeopt.columns import generic_columns
+    from edgeopt.workloads import get_workload
+
+    task_columns = get_workload(selection.task).columns if selection.task else ()
+    columns = task_columns or generic_columns(selection.candidates)
     t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
-    for col in ("candidate", "recipe", "status", "p50 ms", "p99 ms", "items/s", "size MB", "RSS MB",
-                "cosine", "R@10 ret", "MRR ret", "speed-up", "gates", "front", "champion"):
-        t.add_column(col, justify="left" if col in {"candidate", "recipe", "status", "gates"} else "right")
+    for header in ("candidate", "recipe", "status", *(c.header for c in columns), "speed-up", "gates", "front",
+                   "champion"):
+        t.add_column(header, justify="left" if header in {"candidate", "recipe", "status", "gates"} else "right")
     for r in selection.candidates:
-        m, q = r.measurement, r.quality
-        if r.status != "ok" or m is None or q is None:
-            t.add_row(r.name, r.recipe, f"[red]{r.status}[/]", *["-"] * 9, (r.error or "")[:60], "", "")
+        if r.status != "ok" or r.measurement is None or r.quality is None:
+            t.add_row(r.name, r.recipe, f"[red]{r.status}[/]", *["-"] * (len(columns) + 1), (r.error or "")[:60],
+                      "", "")
             continue
         gates = "pass" if r.passed_gates else ",".join(g.name for g in r.gates if not g.passed) or "-"
-        t.add_row(
-            r.name, r.recipe, "ok", f"{m.latency.p50_ms:.2f}", f"{m.latency.p99_ms:.2f}",
-            f"{m.throughput_items_per_s:.1f}", f"{m.size_mb:.1f}", f"{m.peak_rss_mb:.0f}",
-            f"{q.metrics['cosine']:.4f}", f"{q.retention['recall@10']:.3f}", f"{q.retention['mrr']:.3f}",
-            f"{r.speedup:.2f}x" if r.speedup else "-", gates,
-            "*" if r.name in selection.frontier else "", "champion" if r.name == champion else "",
-        )
+        t.add_row(r.name, r.recipe, "ok", *(c.cell(r) for c in columns), f"{r.speedup:.2f}x" if r.speedup else "-",
+                  gates, "*" if r.name in selection.frontier else "", "champion" if r.name == champion else "")
     return t
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import CandidateError
+from edgeopt.io.atomic import write_text_atomic
 
 POLL_S = 0.25  # RSS poll interval; cheap (/proc/<pid>/statm), so it does not disturb a benchmark
 TREE_REFRESH_POLLS = 8  # re-list the child's descendants every this many polls (a /proc scan)
@@ -270,9 +271,7 @@ def error_text(err: BaseException, spec: Mapping[str, Any]) -> str:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, default=_jsonable))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(obj, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:

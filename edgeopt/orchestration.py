@@ -119,20 +119,14 @@ def machine_lock(name: str, wait_s: float) -> Iterator[None]:
     """A kernel file lock: per machine, and released by the kernel if its holder is killed."""
     import fcntl
     import tempfile
-    import time
+
+    from edgeopt.io.run_lock import flock_within
 
     path = Path(tempfile.gettempdir()) / f"edgeopt-{name}.lock"
     with path.open("a+") as handle:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"no benchmark slot of {name!r} within {wait_s:.0f} s "
-                                       "(another benchmark on this machine holds it)") from None
-                time.sleep(0.2)
+        if not flock_within(handle, wait_s):
+            raise TimeoutError(f"no benchmark slot of {name!r} within {wait_s:.0f} s "
+                               "(another benchmark on this machine holds it)")
         try:
             yield
         finally:

@@ -37,6 +37,9 @@ def verdict(selection: Selection, promotion: Promotion | None, promote: bool = T
         return Verdict(ExitCode.OK, f"{name}: no candidate passed the gates; nothing promoted")
     if not promote or promotion is None:
         return Verdict(ExitCode.OK, f"{name}: pick {selection.pick} (promotion disabled)")
+    if promotion.unchanged:
+        return Verdict(ExitCode.OK, f"{name}: champion unchanged: {promotion.model_name}@{promotion.alias} is "
+                                    f"already {promotion.candidate} (version {promotion.version}, same artifact)")
     if promotion.promoted:
         return Verdict(ExitCode.OK, f"{name}: promoted {promotion.candidate} as {promotion.model_name}@"
                                     f"{promotion.alias} (version {promotion.version})")

@@ -22,6 +22,7 @@ from pydantic import Field
 from edgeopt import stageclock
 from edgeopt.config import CandidateSpec, Params, PipelineConfig
 from edgeopt.errors import CandidateError, UserError
+from edgeopt.io.atomic import atomic_file, write_text_atomic
 from edgeopt.lineage import library_versions
 from edgeopt.measure import measure_in_subprocess
 from edgeopt.recipes import BaseModelInfo, ParentArtifact, get_recipe
@@ -137,9 +138,8 @@ def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedIn
         digest.update(key.encode())
         digest.update(arrays[key].tobytes())
     path = ctx.ws.inputs
-    tmp = path.with_name(".inputs.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_file(path) as tmp, tmp.open("wb") as f:  # a file object: np.savez adds no ".npz" to it
+        np.savez(f, **arrays)
     return TokenizedInputs(path=str(path), digest=digest.hexdigest(),
                            shapes={k: list(v.shape) for k, v in arrays.items()})
 
@@ -156,6 +156,32 @@ def candidate_cache_key(
 def ordered_candidates(cfg: PipelineConfig) -> list[CandidateSpec]:
     """Parents are validated to come first, so config order is a topological order."""
     return list(cfg.candidates)
+
+
+@dataclass(frozen=True)
+class PlannedCandidate:
+    """One candidate as both the sequential loop and the Prefect fan-out see it, before anything builds."""
+
+    spec: CandidateSpec
+    key: str  # its build cache key (a child's needs only its parent's key, so all are known up front)
+    skip: str | None  # why it is left out whatever happens to its parent: disabled, unmet requirement
+
+
+def plan_candidates(ctx: PipelineContext, prepared: PreparedData, inputs: TokenizedInputs) -> list[PlannedCandidate]:
+    versions = library_versions()
+    keys: dict[str, str] = {}
+    plan = []
+    for spec in ordered_candidates(ctx.cfg):
+        keys[spec.name] = candidate_cache_key(spec, prepared, keys[spec.parent] if spec.parent else None, inputs,
+                                              versions)
+        skip = None if spec.enabled else "disabled in params.yaml (enabled: false)"
+        plan.append(PlannedCandidate(spec, keys[spec.name], skip or get_recipe(spec.recipe).requires.unmet()))
+    return plan
+
+
+def parent_missing(spec: CandidateSpec, built: dict[str, CandidateRecord]) -> str | None:
+    """Why a child cannot build once its parent is settled: the parent failed or was left out."""
+    return f"parent {spec.parent} was not built" if spec.parent is not None and spec.parent not in built else None
 
 
 def _cached_candidate(out: Path, cache_key: str) -> CandidateRecord | None:
@@ -282,9 +308,7 @@ def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: Tok
         key_file.unlink(missing_ok=True)
         m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), ws.confine(Path(inputs.path)),
                                   ctx.cfg.benchmark, out, memory_limit_mb=ctx.params.isolation.memory_limit_mb)
-        tmp = key_file.with_name(".key.txt.tmp")
-        tmp.write_text(key)
-        tmp.replace(key_file)
+        write_text_atomic(key_file, key)
     return m
 
 
@@ -319,7 +343,7 @@ def select_candidates(ctx: PipelineContext, rows: list[CandidateResult]) -> Sele
     from edgeopt.selection import select
 
     with stageclock.stage("select"):
-        selection = select(ctx.namespace, rows, ctx.cfg.gates, ctx.cfg.selection)
+        selection = select(ctx.namespace, rows, ctx.cfg.gates, ctx.cfg.selection, ctx.cfg.task)
     selection.write(ctx.ws.selection)
     write_metrics(ctx, selection)
     return selection
@@ -342,9 +366,7 @@ def write_metrics(ctx: PipelineContext, selection: Selection) -> None:
                 # Workload-specific speed figures (causal-lm: prompt tok/s, TTFT, roof fraction).
                 **{k: round(v, 4) for k, v in r.measurement.extra.items()},
             }
-    tmp = ctx.ws.metrics.with_name(".metrics.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(ctx.ws.metrics)
+    write_text_atomic(ctx.ws.metrics, json.dumps(out, indent=2))
 
 
 def failure_text(err: BaseException) -> str:
@@ -374,27 +396,20 @@ def run_candidates(
 
     build = build or build_here
     measure = measure or (lambda record, key: measure_candidate(ctx, record, inputs))
-    specs = ordered_candidates(ctx.cfg)
-    versions = library_versions()
+    plan = plan_candidates(ctx, prepared, inputs)
+    specs = [p.spec for p in plan]
     records: dict[str, CandidateRecord] = {}
     errors: dict[str, tuple[str, str, str]] = {}  # name -> (status, stage, message)
-    for i, spec in enumerate(specs):
+    for i, p in enumerate(plan):
+        spec = p.spec
         progress.report("build", i, len(specs), spec.name)
-        if spec.parent is not None and spec.parent not in records:
-            errors[spec.name] = ("skipped", "plan", f"parent {spec.parent} was not built")
+        left_out = parent_missing(spec, records) or p.skip
+        if left_out:
+            errors[spec.name] = ("skipped", "plan", left_out)
             continue
-        if not spec.enabled:
-            errors[spec.name] = ("skipped", "plan", "disabled in params.yaml (enabled: false)")
-            continue
-        unmet = get_recipe(spec.recipe).requires.unmet()
-        if unmet:
-            errors[spec.name] = ("skipped", "plan", unmet)
-            continue
-        parent = records.get(spec.parent) if spec.parent else None
-        key = candidate_cache_key(spec, prepared, parent.cache_key if parent else None, inputs, versions)
         try:
             # The build step's own compute is clocked inside it (tasks/stages.py, or below).
-            records[spec.name] = build(spec, parent, key)
+            records[spec.name] = build(spec, records.get(spec.parent) if spec.parent else None, p.key)
         except CandidateError as err:
             errors[spec.name] = ("failed", "build", failure_text(err))
     progress.report("build", len(specs), len(specs), "done")
@@ -472,9 +487,7 @@ def track_candidates(ctx: PipelineContext, run: TrackedRun, rows: list[Candidate
 
 
 def write_results(ctx: PipelineContext, rows: list[CandidateResult]) -> None:
-    tmp = ctx.ws.results.with_name(".results.tmp")
-    tmp.write_text(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
-    tmp.replace(ctx.ws.results)
+    write_text_atomic(ctx.ws.results, json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
 
 
 def load_results(ctx: PipelineContext) -> list[CandidateResult]:

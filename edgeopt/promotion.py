@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.config import PipelineConfig
 from edgeopt.errors import UserError
+from edgeopt.lineage import sha256_tree
 from edgeopt.results import CandidateRecord, Promotion, Selection
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 HISTORY_TAG = "edgeopt.alias_history"
 LOG_TAG = "edgeopt.alias_log"
+ARTIFACT_TAG = "edgeopt.artifact_sha256"  # sha256 of the candidate folder a version was registered from
 LOCK_SUFFIX = "edgeopt-lock"
 LOCK_OWNER_TAG = "edgeopt.lock.owner"
 LOCK_HOLDER_TAG = "edgeopt.lock.holder"
@@ -196,6 +198,15 @@ def log_served_model(workload: Workload, candidate_dir: Path, tokenizer_dir: Pat
     )
 
 
+def _artifact_of(client: Any, name: str, version: str) -> tuple[str, str] | None:
+    """(candidate, artifact digest) a registered version was made from; None for versions without the tag."""
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception:
+        return None
+    return (tags["candidate"], tags[ARTIFACT_TAG]) if "candidate" in tags and ARTIFACT_TAG in tags else None
+
+
 def promote(
     selection: Selection, cfg: PipelineConfig, workload: Workload, candidate_dir: Path | None,
     tokenizer_dir: Path, pick_run_id: str | None, data_dir: Path, measurement_dir: Path | None,
@@ -207,7 +218,7 @@ def promote(
     client = mlflow.MlflowClient()
     previous = current_version(client, reg.model_name, reg.alias)
 
-    def outcome(promoted: bool, reason: str, **kw: str | None) -> Promotion:
+    def outcome(promoted: bool, reason: str, **kw: Any) -> Promotion:
         return Promotion(pipeline=selection.pipeline, promoted=promoted, model_name=reg.model_name,
                          alias=reg.alias, reason=reason, **{"previous_version": previous, **kw})
 
@@ -217,6 +228,11 @@ def promote(
     if not row.passed_gates:  # defensive: select() only picks gated rows
         raise UserError(f"refusing to promote {row.name}: it did not pass every gate")
     record = CandidateRecord.model_validate_json((candidate_dir / "candidate.json").read_text())
+    digest = sha256_tree(candidate_dir)
+    if previous is not None and _artifact_of(client, reg.model_name, previous) == (row.name, digest):
+        # A nightly re-run that picks the same files must not add a version a night for nothing.
+        return outcome(True, f"champion unchanged: version {previous} is {row.name} with the same artifact digest",
+                       version=previous, candidate=row.name, unchanged=True)
     with mlflow.start_run(run_id=pick_run_id):
         info = log_served_model(
             workload, candidate_dir, tokenizer_dir,
@@ -225,7 +241,7 @@ def promote(
         )
     version = mlflow.register_model(info.model_uri, reg.model_name,
                                     tags={"candidate": row.name, "recipe": row.recipe,
-                                          "edgeopt.cache_key": record.cache_key,
+                                          "edgeopt.cache_key": record.cache_key, ARTIFACT_TAG: digest,
                                           "edgeopt.pipeline": selection.pipeline})
     v = str(version.version)
     # Prove the registered artifact works before anyone is pointed at it.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import UserError
+from edgeopt.io.atomic import write_text_atomic
 from edgeopt.results import CandidateRecord, CandidateResult, Promotion, Selection
 
 if TYPE_CHECKING:
@@ -366,10 +367,7 @@ def write_report(ctx: PipelineContext, selection: Selection, promotion: Promotio
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeopt.io.atomic import write_text_atomic
+
 Status = Literal["ok", "failed", "skipped"]
 
 
@@ -16,10 +18,7 @@ class Record(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write as JSON atomically: a reader never sees half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
-        tmp.replace(path)
+        write_text_atomic(path, self.model_dump_json(indent=2))
 
 
 class CandidateRecord(Record):
@@ -127,6 +126,7 @@ class Selection(Record):
     baseline: str
     objectives: list[str]
     pick_rule: str
+    task: str | None = None  # whose table columns and report this selection gets (None: generic)
     candidates: list[CandidateResult]
     frontier: list[str]
     pick: str | None
@@ -142,3 +142,4 @@ class Promotion(Record):
     previous_version: str | None = None
     candidate: str | None = None
     reason: str
+    unchanged: bool = False  # the pick is the current champion's artifact: no new version was registered

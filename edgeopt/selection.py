@@ -84,6 +84,7 @@ def select(
     rows: Sequence[CandidateResult],
     gates: GatesConfig,
     cfg: SelectionConfig,
+    task: str | None = None,
 ) -> Selection:
     """Derive, gate, build the frontier among gated candidates and pick one."""
     by_name = {r.name: r for r in rows}
@@ -91,7 +92,7 @@ def select(
     if baseline is None or baseline.status != "ok":
         derived = list(rows)
         return Selection(
-            pipeline=pipeline, baseline=cfg.baseline, objectives=list(cfg.objectives),
+            pipeline=pipeline, baseline=cfg.baseline, objectives=list(cfg.objectives), task=task,
             pick_rule=pick_rule_text(cfg), candidates=derived, frontier=[], pick=None,
             reason=f"baseline {cfg.baseline!r} has no measurement; nothing can be compared",
         )
@@ -113,6 +114,6 @@ def select(
             reason = f"{pick}: no frontier point reached retention {cfg.pick.min_quality_retention:g}; " \
                      f"took the highest-retention one"
     return Selection(
-        pipeline=pipeline, baseline=cfg.baseline, objectives=list(cfg.objectives),
+        pipeline=pipeline, baseline=cfg.baseline, objectives=list(cfg.objectives), task=task,
         pick_rule=pick_rule_text(cfg), candidates=derived, frontier=frontier, pick=pick, reason=reason,
     )

@@ -228,24 +228,13 @@ def _frames(data_dir: Path) -> dict[str, Any]:
     return frames
 
 
-def validate_eval_data(
-    data_dir: Path, report_path: Path | None = None, *, max_pairs: int = MAX_PAIRS
-) -> ValidationReport:
-    """Run the GX suites on `data_dir`; raises UserError only if the files are missing/unreadable."""
-    data_dir = Path(data_dir)
-    text_windows = is_text_windows(data_dir)
-    frames = _text_window_frames(data_dir) if text_windows else _frames(data_dir)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    start = time.perf_counter()
+def run_suites(frames: dict[str, Any], suites: dict[str, list[Any]], data_dir: str, start: float) -> ValidationReport:
+    """Run each dataset's expectations on its pandas frame in an ephemeral GX context; never raises on
+    bad data: every expectation's outcome is in the report, the failed ones named in `failed`.
 
+    Shared by every task's suite (text here, images in the image-classification package).
+    """
     import great_expectations as gx
-
-    if text_windows:
-        suites = _text_window_suites(frames, load_manifest(data_dir))
-    else:
-        forbidden = sorted({str(v) for v in frames["sentences"]["text"].dropna()}
-                           | {str(v) for v in frames["retrieval"]["query"].dropna()})
-        suites = _suites(max_pairs, forbidden)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -269,23 +258,34 @@ def validate_eval_data(
             outcomes.append(
                 ExpectationOutcome(
                     dataset=key,
-                    expectation=config.type,
-                    column=config.kwargs.get("column"),
+                    expectation=config.type if config is not None else "unknown",
+                    column=config.kwargs.get("column") if config is not None else None,
                     success=bool(r.success),
                     observed=_observed(r.result or {}),
                     error=str(exc.get("exception_message"))[:200] if raised else None,
                 )
             )
-
     failed = [o.label for o in outcomes if not o.success]
-    report = ValidationReport(
-        data_dir=str(data_dir),
-        success=not failed,
-        gx_version=gx.__version__,
-        seconds=round(time.perf_counter() - start, 3),
-        results=outcomes,
-        failed=failed,
-    )
+    return ValidationReport(data_dir=data_dir, success=not failed, gx_version=gx.__version__,
+                            seconds=round(time.perf_counter() - start, 3), results=outcomes, failed=failed)
+
+
+def validate_eval_data(
+    data_dir: Path, report_path: Path | None = None, *, max_pairs: int = MAX_PAIRS
+) -> ValidationReport:
+    """Run the GX suites on `data_dir`; raises UserError only if the files are missing/unreadable."""
+    data_dir = Path(data_dir)
+    text_windows = is_text_windows(data_dir)
+    frames = _text_window_frames(data_dir) if text_windows else _frames(data_dir)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    start = time.perf_counter()
+    if text_windows:
+        suites = _text_window_suites(frames, load_manifest(data_dir))
+    else:
+        forbidden = sorted({str(v) for v in frames["sentences"]["text"].dropna()}
+                           | {str(v) for v in frames["retrieval"]["query"].dropna()})
+        suites = _suites(max_pairs, forbidden)
+    report = run_suites(frames, suites, str(data_dir), start)
     if report_path is not None:
         report.write(Path(report_path))
     return report

@@ -40,40 +40,34 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
     Returns the built records and the failures (candidate -> message).
     """
     from edgeopt import progress
-    from edgeopt.lineage import library_versions
-    from edgeopt.recipes import get_recipe
 
-    specs = pipeline.ordered_candidates(ctx.cfg)
-    versions = library_versions()
-    keys: dict[str, str] = {}
-    for spec in specs:  # a child's key needs only its parent's key, so all are known up front
-        keys[spec.name] = pipeline.candidate_cache_key(
-            spec, prepared, keys[spec.parent] if spec.parent else None, inputs, versions)
+    plan = pipeline.plan_candidates(ctx, prepared, inputs)
     records: dict[str, CandidateRecord] = {}
     failed: dict[str, str] = {}
     left_out: set[str] = set()
-    pending: list[CandidateSpec] = list(specs)
+    pending = list(plan)
     running: dict[PrefectFuture[CandidateRecord], CandidateSpec] = {}
     with candidate_runner(ctx.params.orchestration) as runner, _stop_builds_if_interrupted():
         while pending or running:
-            for spec in list(pending):
+            for planned in list(pending):
+                spec = planned.spec
                 if spec.parent is not None and (spec.parent in failed or spec.parent in left_out):
                     left_out.add(spec.name)
-                elif spec.parent is not None and spec.parent not in records:
+                elif pipeline.parent_missing(spec, records):
                     continue  # its parent is still building
-                elif not spec.enabled or get_recipe(spec.recipe).requires.unmet():
+                elif planned.skip:
                     left_out.add(spec.name)
                 else:
                     task = stages.build_candidate
                     # A cached result is only good while its folder exists (a clean clone, a deleted output).
-                    if not pipeline.candidate_present(ctx, spec.name, keys[spec.name]):
+                    if not pipeline.candidate_present(ctx, spec.name, planned.key):
                         task = task.with_options(refresh_cache=True)
                     parent = records[spec.parent] if spec.parent else None
                     future = runner.submit(task, parameters={
                         "ctx": ctx, "spec": spec, "prepared": prepared, "inputs": inputs, "parent": parent,
-                        "cache_key": keys[spec.name]})
+                        "cache_key": planned.key})
                     running[future] = spec
-                pending.remove(spec)
+                pending.remove(planned)
             if not running:
                 break
             done = next(as_completed(list(running)))
@@ -82,7 +76,7 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
                 records[spec.name] = done.result()
             except CandidateError as err:
                 failed[spec.name] = pipeline.failure_text(err)
-            progress.report("build", len(records) + len(failed) + len(left_out), len(specs), spec.name)
+            progress.report("build", len(records) + len(failed) + len(left_out), len(plan), spec.name)
     return records, failed
 
 

@@ -1,4 +1,4 @@
-"""The results table switches to causal-lm columns when the rows carry LLM quality metrics."""
+"""The results table shows the columns of the selection's task (causal-lm here), and generic ones without a task."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_llm_table_shows_quality_speed_and_roof() -> None:
         CandidateResult(name="gguf-bad", recipe="gguf-quantize", parent=None, status="failed", error="boom"),
     ]
     sel = Selection(pipeline="smollm2", baseline="torch-fp32", objectives=["latency_p50_ms"], pick_rule="r",
-                    candidates=rows, frontier=["gguf-q8_0"], pick="gguf-q8_0", reason="x")
+                    candidates=rows, frontier=["gguf-q8_0"], pick="gguf-q8_0", reason="x", task="causal-lm")
     text = render(sel)
     for header in ("PPL", "KLD", "top-1", "prompt tok/s", "decode tok/s", "TTFT ms", "roof %"):
         assert header in text
@@ -39,3 +39,17 @@ def test_llm_table_shows_quality_speed_and_roof() -> None:
     for cell in ("144.8", "17.812", "4.86e-03", "0.957", "812", "120.0", "630", "52", "champion"):
         assert cell in q8
     assert "boom" in next(line for line in text.splitlines() if "gguf-bad" in line)
+
+
+def test_a_task_without_columns_gets_every_measured_metric_and_no_key_error() -> None:
+    """A new task's rows carry metrics no built-in table knows (the old table indexed `cosine` and raised)."""
+    row = llm_row("int8", 0.01, {}).model_copy(update={"quality": Quality(
+        metrics={"top1_agreement": 0.991, "softmax_kld": 0.0123}, retention={"top1_agreement": 0.991})})
+    sel = Selection(pipeline="effnet", baseline="torch-fp32", objectives=["latency_p50_ms"], pick_rule="r",
+                    candidates=[row], frontier=[], pick=None, reason="x")
+    text = render(sel)
+    line = next(ln for ln in text.splitlines() if ln.lstrip("│ ").startswith("int8"))
+    for header in ("p50 ms", "size MB", "top1_agreement", "softmax_kld"):
+        assert header in text
+    for cell in ("8.00", "144.8", "0.991", "0.0123"):
+        assert cell in line

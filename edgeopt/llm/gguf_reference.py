@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgeopt.errors import UserError
-from edgeopt.llm._atomic import atomic_file
+from edgeopt.io.atomic import atomic_file
 
 if TYPE_CHECKING:
     import gguf

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import UserError
-from edgeopt.llm._atomic import atomic_dir
+from edgeopt.io.atomic import atomic_dir
 
 LAYER_NAMES = {
     "attn_norm": "input_layernorm",

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeopt.errors import UserError
-from edgeopt.llm._atomic import atomic_file
+from edgeopt.io.atomic import atomic_file
 
 Imatrix = dict[str, npt.NDArray[np.float32]]  # GGUF weight name -> mean squared input activation, [n_in]
 

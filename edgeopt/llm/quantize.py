@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import CandidateError, UserError
-from edgeopt.llm._atomic import atomic_file
+from edgeopt.io.atomic import atomic_file
 
 # Names as llama-quantize spells them; each maps to llama_cpp.LLAMA_FTYPE_MOSTLY_<name> (F32: ALL_F32).
 QUANT_TYPES = (

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.columns import Column
 from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
 from edgeopt.data import EvalDataSummary
 from edgeopt.recipes import BaseModelInfo
@@ -44,6 +45,8 @@ class Workload(ABC):
     default_quality_metrics: tuple[str, ...]
     # Every key of `quality().metrics` / `.retention`: what gates and selection may name.
     metric_names: tuple[str, ...] = ()
+    # The task's columns of the candidate table; empty: latency, footprint and every quality metric.
+    columns: tuple[Column, ...] = ()
 
     def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
         """Task-specific checks of the inputs alone (architecture, enough data), before anything starts.

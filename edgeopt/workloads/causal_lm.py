@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt import columns as col
 from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
 from edgeopt.data import EvalDataSummary
 from edgeopt.errors import CandidateError, UserError
@@ -90,6 +91,13 @@ class CausalLM(Workload):
     task = "causal-lm"
     default_quality_metrics = ("top1", "ppl")
     metric_names = ("ppl", "ppl_ratio", "kld", "top1")
+    columns = (*col.FOOTPRINT, col.Column("PPL", col.measured(".3f", col.metric("ppl"))),
+               col.Column("KLD", col.measured(".2e", col.metric("kld"))),
+               col.Column("top-1", col.measured(".3f", col.metric("top1"))),
+               col.Column("prompt tok/s", col.measured(".0f", col.extra("prompt_tok_s"))),
+               col.Column("decode tok/s", col.measured(".1f", col.items_per_s)),
+               col.Column("TTFT ms", col.measured(".0f", col.extra("ttft_ms"))),
+               col.Column("roof %", col.measured(".0f", col.extra("roof_fraction", 100.0))))
 
     def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
         """A causal LM architecture, and held-out text long enough for the windows asked for."""

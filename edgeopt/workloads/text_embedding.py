@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt import columns as col
 from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
 from edgeopt.data import EvalDataSummary
 from edgeopt.errors import UserError
@@ -32,6 +33,9 @@ class TextEmbedding(Workload):
     task = "text-embedding"
     default_quality_metrics = ("cosine", "recall@10", "mrr")
     metric_names = ("cosine", "recall@1", "recall@10", "mrr")
+    columns = (*col.LATENCY, *col.FOOTPRINT, col.Column("cosine", col.measured(".4f", col.metric("cosine"))),
+               col.Column("R@10 ret", col.measured(".3f", col.retention("recall@10"))),
+               col.Column("MRR ret", col.measured(".3f", col.retention("mrr"))))
 
     def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
         """A Hugging Face source must be an encoder the installed transformers can load with AutoModel."""

@@ -116,7 +116,7 @@ def prefect_server(ops_dir: Path, ops_tmp: Path) -> Iterator[str]:
     proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
                  ops_dir / "logs" / "prefect-server.log", env)
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", proc, 120)
+        wait_http(f"http://127.0.0.1:{port}/api/health", proc, 600)  # a cold first start is slow
         yield f"http://127.0.0.1:{port}/api"
     finally:
         proc.stop()
@@ -133,7 +133,7 @@ def mlflow_server(ops_dir: Path, ops_tmp: Path) -> Iterator[str]:
                   "--artifacts-destination", str(store / "artifacts")],
                  ops_dir / "logs" / "mlflow-server.log", base_env(), cwd=store)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc, 180)
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 600)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()

@@ -159,3 +159,36 @@ def test_a_dead_holders_lock_expires_and_a_live_one_makes_others_wait(tmp_path: 
 def test_reconcile_repairs_an_interrupted_move(history: list[str], current: str | None,
                                                expected: list[str]) -> None:
     assert reconcile(history, current) == expected
+
+
+def test_promoting_the_champions_own_artifact_again_registers_no_new_version(fault_run: FaultRun) -> None:
+    """A nightly re-run with nothing changed: "champion unchanged", not one more version a night."""
+    from edgeopt.outcome import verdict
+    from edgeopt.promotion import promote
+    from edgeopt.workloads import get_workload
+
+    ctx, selection = fault_run.ctx, fault_run.selection
+    assert selection.pick is not None, selection.reason
+    name = "reliability-edge-unchanged"
+    cfg = ctx.cfg.model_copy(update={"registry": ctx.cfg.registry.model_copy(update={"model_name": name})})
+    pick = next(r for r in selection.candidates if r.name == selection.pick)
+
+    def again() -> Promotion:
+        return promote(selection, cfg, get_workload(ctx.cfg.task), ctx.ws.candidate_dir(pick.name),
+                       Path(fault_run.prepared.tokenizer_dir), pick.mlflow_run_id, ctx.ws.data_dir,
+                       ctx.ws.measurement_dir(pick.name))
+
+    client = fault_run.client()
+    first, second = again(), again()
+    assert first.promoted and not first.unchanged and first.version == "1"
+    assert second.unchanged and second.version == first.version, second
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert "champion unchanged" in verdict(selection, second).line
+    # A different artifact under the same name is a new version: the digest is of the files, not the name.
+    extra = ctx.ws.candidate_dir(pick.name) / "touched.txt"
+    extra.write_text("changes the candidate folder's digest")
+    try:
+        third = again()
+    finally:
+        extra.unlink()
+    assert third.promoted and not third.unchanged and third.version == "2"

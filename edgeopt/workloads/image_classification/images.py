@@ -17,8 +17,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import shutil
-import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -29,6 +27,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, ValidationError
 
 from edgeopt.errors import UserError
+from edgeopt.io.atomic import atomic_dir
 from edgeopt.results import Record
 
 if TYPE_CHECKING:
@@ -307,16 +306,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_eval_images(
     out_dir: Path,
     n_eval: int = 256,
@@ -364,18 +353,10 @@ def build_eval_images(
         files=list(FILES),
         versions=_versions(),
     )
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(Path(out_dir)) as tmp:
         write_npz(tmp / EVAL_FILE, sets["eval"])
         write_npz(tmp / CALIBRATION_FILE, sets["calibration"])
         manifest.write(tmp / MANIFEST_FILE)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

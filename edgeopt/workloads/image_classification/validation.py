@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.validation import ExpectationOutcome, ValidationReport
+from edgeopt.validation import ValidationReport, run_suites
 from edgeopt.workloads.image_classification.images import IMAGE_SIZE, image_hashes, load_eval_images
 
 MIN_EVAL = 32
@@ -79,28 +79,6 @@ def _suites(frames: dict[str, Any], min_eval: int, min_calibration: int, size: i
     }
 
 
-def _clip(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # NaN: a missing value
-        return None
-    if isinstance(value, str) and len(value) > 80:
-        return value[:77] + "..."
-    return value
-
-
-def _observed(result: dict[str, Any]) -> Any:
-    if not result:
-        return None
-    if "observed_value" in result:
-        return _clip(result["observed_value"])
-    if "unexpected_count" in result:
-        examples = [_clip(v) for v in (result.get("partial_unexpected_list") or [])[:3]]
-        out: dict[str, Any] = {"unexpected_count": result["unexpected_count"]}
-        if examples:
-            out["examples"] = examples
-        return out
-    return None
-
-
 def validate_image_arrays(
     eval_images: np.ndarray,
     calibration_images: np.ndarray,
@@ -116,48 +94,7 @@ def validate_image_arrays(
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     start = time.perf_counter()
 
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    suites = _suites(frames, min_eval, min_calibration, size)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm in pipeline logs
-    source = context.data_sources.add_pandas(name="edgeopt_image_data")
-    outcomes: list[ExpectationOutcome] = []
-    for key, expectations in suites.items():
-        asset = source.add_dataframe_asset(name=key)
-        batch_definition = asset.add_batch_definition_whole_dataframe(f"{key}_all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{key}_suite"))
-        for expectation in expectations:
-            suite.add_expectation(expectation)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{key}_validation", data=batch_definition, suite=suite)
-        )
-        run = definition.run(batch_parameters={"dataframe": frames[key]}, result_format="BASIC")
-        for r in run.results:
-            config = r.expectation_config
-            exc = r.exception_info or {}
-            raised = bool(exc.get("raised_exception")) if isinstance(exc, dict) else False
-            outcomes.append(
-                ExpectationOutcome(
-                    dataset=key,
-                    expectation=config.type if config is not None else "unknown",
-                    column=config.kwargs.get("column") if config is not None else None,
-                    success=bool(r.success),
-                    observed=_observed(r.result or {}),
-                    error=str(exc.get("exception_message"))[:200] if raised else None,
-                )
-            )
-
-    failed = [o.label for o in outcomes if not o.success]
-    report = ValidationReport(
-        data_dir=data_dir,
-        success=not failed,
-        gx_version=gx.__version__,
-        seconds=round(time.perf_counter() - start, 3),
-        results=outcomes,
-        failed=failed,
-    )
+    report = run_suites(frames, _suites(frames, min_eval, min_calibration, size), data_dir, start)
     if report_path is not None:
         report.write(Path(report_path))
     return report

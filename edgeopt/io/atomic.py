@@ -1,4 +1,8 @@
-"""Write a file or folder under a temporary name next to its destination; rename it into place on success."""
+"""Write a file or folder under a temporary name next to its destination; rename it into place on success.
+
+The one way files are published here: a reader (another stage, a concurrent run, DVC) never sees half a
+file, and a write that dies (a kill, a full disk) leaves nothing under the final name.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +48,8 @@ def atomic_dir(dst: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text_atomic(dst: Path, text: str) -> None:
+    with atomic_file(dst) as tmp:
+        tmp.write_text(text, encoding="utf-8")
