@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import mlflow
 import numpy as np
@@ -107,15 +106,12 @@ def test_rerun_reuses_finished_work(pipeline_run: PipelineRun) -> None:
 
     cands = pipeline_run.root / "outputs" / "minilm" / "candidates"
     before = {p.name: (p / "candidate.json").stat().st_mtime_ns for p in cands.iterdir()}
-    started = time.perf_counter()
     outcomes = optimize(str(pipeline_run.params_path), ["minilm"], promote=False)
-    elapsed = time.perf_counter() - started
     after = {p.name: (p / "candidate.json").stat().st_mtime_ns for p in cands.iterdir()}
     assert after == before  # nothing rebuilt
     first = {r.name: r.measurement for r in pipeline_run.outcomes[0].selection.candidates}
     again = {r.name: r.measurement for r in outcomes[0].selection.candidates}
-    assert again == first  # measurements came from the cache, not a new benchmark
-    assert elapsed < 120
+    assert again == first  # measurements came from the cache, not a new benchmark (its speed is a bench/ row)
 
 
 def test_failed_expectation_stops_the_run(tmp_path) -> None:
