@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeopt.errors import UserError
+from edgeopt.io.prefect_server import health_problem
 from edgeopt.sources import SourceFacts, inspect_source
 
 if TYPE_CHECKING:
@@ -142,15 +141,10 @@ def check_tracking_store(params: Params, project_root: Path) -> None:
     from_env = not params.tracking.uri and os.environ.get("MLFLOW_TRACKING_URI")
     where = "$MLFLOW_TRACKING_URI" if from_env else "tracking.uri"
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TRACKING_PROBE_S) as resp:
-                ok = resp.status == 200
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise UserError(f"{where} {uri}: the MLflow server does not answer ({reason}; probed "
-                            f"/health for {TRACKING_PROBE_S:g} s)") from None
-        if not ok:
-            raise UserError(f"{where} {uri}: /health answered {resp.status}, not 200")
+        problem = health_problem(uri, TRACKING_PROBE_S)
+        if problem:
+            raise UserError(f"{where} {uri}: the MLflow server does not answer ({problem}; probed "
+                            f"/health for {TRACKING_PROBE_S:g} s)")
     elif uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.parent.is_dir():  # sqlite creates the file, not its folder

@@ -30,12 +30,18 @@ TIMEOUT_HINT = (f"raise orchestration.server_start_timeout_s in params.yaml (or 
                 "or point PREFECT_API_URL at a running server")
 
 
-def _healthy(api_url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+def health_problem(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why `<url>/health` does not answer 200 within `timeout_s` (None: it does). Prefect and MLflow
+    servers both serve /health."""
     try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as resp:
+            return None if resp.status == 200 else f"/health answered {resp.status}, not 200"
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
+
+
+def _healthy(api_url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    return health_problem(api_url, timeout_s) is None
 
 
 def require_reachable(api_url: str) -> None:
