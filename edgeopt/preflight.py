@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from edgeopt.errors import UserError
 from edgeopt.io.prefect_server import health_problem
-from edgeopt.sources import SourceFacts, inspect_source
+from edgeopt.sources import SourceFacts
 
 if TYPE_CHECKING:
     from edgeopt.config import Params, PipelineConfig
@@ -26,11 +26,11 @@ TRACKING_PROBE_S = 5.0
 
 def preflight(ctx: PipelineContext) -> SourceFacts:
     """Check one namespace's inputs; return what its model source is."""
-    from edgeopt.workloads import get_workload
+    from edgeopt.workloads.base import get_workload
 
     where = f"pipelines.{ctx.namespace}"
     try:
-        facts = inspect_source(ctx.cfg.model, ctx.project_root, f"{where}.model")
+        facts = ctx.cfg.model.inspect(ctx.project_root, f"{where}.model")
         workload = get_workload(ctx.cfg.task)
         workload.preflight(ctx.cfg, facts, ctx.project_root)
         check_data(ctx)
@@ -65,9 +65,9 @@ def check_data(ctx: PipelineContext) -> None:
     data = resolve_data_paths(ctx)
     path = getattr(data, "path", None)
     if isinstance(path, Path):
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"pipelines.{ctx.namespace}.data.path: not found: {path}")
-        from edgeopt.workloads import get_workload
+        from edgeopt.workloads.base import get_workload
 
         with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
             get_workload(ctx.cfg.task).build_data(data, Path(tmp) / "data", None)

@@ -41,7 +41,8 @@ from edgeopt.lineage import sha256_tree
 from edgeopt.results import CandidateRecord, Promotion, Selection
 
 if TYPE_CHECKING:
-    from edgeopt.workloads import Workload
+    from edgeopt.recipes import BaseModelInfo
+    from edgeopt.workloads.base import Workload
 
 HISTORY_TAG = "edgeopt.alias_history"
 LOG_TAG = "edgeopt.alias_log"
@@ -178,7 +179,7 @@ def move_alias(client: Any, name: str, alias: str, version: str, action: str,
     return current, history
 
 
-def log_served_model(workload: Workload, candidate_dir: Path, tokenizer_dir: Path, model_config: dict[str, Any],
+def log_served_model(workload: Workload, candidate_dir: Path, artifacts: dict[str, Path], model_config: dict[str, Any],
                      metadata: dict[str, Any]) -> Any:
     """Log a candidate as the workload's pyfunc in the active run; returns MLflow's ModelInfo.
 
@@ -190,7 +191,7 @@ def log_served_model(workload: Workload, candidate_dir: Path, tokenizer_dir: Pat
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(workload.python_model()),
-        artifacts={"candidate": str(candidate_dir), "tokenizer": str(tokenizer_dir)},
+        artifacts={"candidate": str(candidate_dir), **{k: str(v) for k, v in artifacts.items()}},
         code_paths=[str(Path(__file__).parent)],
         model_config=model_config,
         pip_requirements=[],
@@ -209,7 +210,7 @@ def _artifact_of(client: Any, name: str, version: str) -> tuple[str, str] | None
 
 def promote(
     selection: Selection, cfg: PipelineConfig, workload: Workload, candidate_dir: Path | None,
-    tokenizer_dir: Path, pick_run_id: str | None, data_dir: Path, measurement_dir: Path | None,
+    base: BaseModelInfo, pick_run_id: str | None, data_dir: Path, measurement_dir: Path | None,
 ) -> Promotion:
     """Log the pick as a pyfunc in its candidate run, register it, check it, then set the alias."""
     import mlflow
@@ -235,8 +236,7 @@ def promote(
                        version=previous, candidate=row.name, unchanged=True)
     with mlflow.start_run(run_id=pick_run_id):
         info = log_served_model(
-            workload, candidate_dir, tokenizer_dir,
-            model_config={"max_length": cfg.benchmark.sequence_length, "threads": cfg.benchmark.threads},
+            workload, candidate_dir, workload.serving_artifacts(base), model_config=workload.serving_config(cfg, base),
             metadata={"candidate": row.name, "recipe": row.recipe, "runtime": record.runtime},
         )
     version = mlflow.register_model(info.model_uri, reg.model_name,

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.iospec import Feed, IOSpec
+
 # Modules that register recipes/runtimes. Adding a framework = one module here + params.yaml.
 ADAPTER_MODULES = (
     "edgeopt.adapters.torch_eager",
@@ -44,9 +46,10 @@ class BaseModelInfo:
 
     path: Path  # a Hugging Face folder, or an ONNX file
     format: str  # "hf" | "onnx" | "gguf"
-    tokenizer_dir: Path
     sha256: str
     task: str
+    # Text tasks: the tokenizer that made the inputs (served with the model); None where there is none.
+    tokenizer_dir: Path | None = None
     # The same weights in other formats, e.g. {"gguf": reference.gguf, "hf": hf/} for an LLM
     # shipped as GGUF: recipes take the form they start from.
     variants: dict[str, Path] = field(default_factory=dict)
@@ -63,13 +66,47 @@ class ParentArtifact:
     model_file: str  # relative to dir
 
 
+class Calibration(Protocol):
+    """The calibration samples of the task, as named-tensor feeds for the model being quantized."""
+
+    def feeds(self, spec: IOSpec | None = None, own_length: bool = False) -> list[Feed]:
+        """One feed per sample (leading axis 1), keyed by `spec`'s input names; None: the task's own names.
+
+        own_length: each sample at its own length where `spec`'s axes are dynamic (text without its
+        padding), for quantizers that collect statistics per sample; else the benchmark's fixed shape.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class FeedList:
+    """A fixed list of calibration feeds (tests, or a task whose feeds do not depend on the model)."""
+
+    items: tuple[Feed, ...] = ()
+
+    def feeds(self, spec: IOSpec | None = None, own_length: bool = False) -> list[Feed]:
+        return [spec.cast(f) for f in self.items] if spec is not None else list(self.items)
+
+
+@dataclass(frozen=True)
+class WorkloadCalibration:
+    """The calibration feeds of a task's workload, made from the saved inputs on request."""
+
+    workload: Any  # edgeopt.workloads.base.Workload (not imported: the registry stays import-light)
+    inputs: Any  # the inputs.npz arrays
+
+    def feeds(self, spec: IOSpec | None = None, own_length: bool = False) -> list[Feed]:
+        feeds: list[Feed] = self.workload.calibration(self.inputs, spec, own_length)
+        return feeds
+
+
 @dataclass(frozen=True)
 class BuildContext:
     base: BaseModelInfo
     parent: ParentArtifact | None  # None: build from the base model
     out_dir: Path  # an empty folder; published atomically by the caller on success
     options: Any  # an instance of the recipe's options_model
-    calibration: dict[str, np.ndarray]  # {"input_ids", "attention_mask"}: int64 [N, seq_len]
+    calibration: Calibration  # built by the task's workload, never from the evaluation set
     threads: int
 
 
@@ -80,13 +117,21 @@ class BuildOutput:
     precision: str  # "fp32", "fp16", "int8", "int8-weights", ...
     model_file: str  # main file, relative to out_dir
     details: dict[str, Any] = field(default_factory=dict)  # recorded in lineage
+    # The model's tensor I/O spec (IOSpec.to_dict()); None only for stateful generation runtimes.
+    io_spec: dict[str, Any] | None = None
 
 
-class EmbeddingRunner(Protocol):
-    """What a text-embedding runtime returns."""
+class TensorRunner(Protocol):
+    """What every stateless runtime is: named tensors in, named tensors out, one call per batch.
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Return L2-normalised sentence embeddings, float32 [batch, dim]."""
+    The task's workload builds the feeds (tokens, pixels, ...) and post-processes the outputs (pooling,
+    softmax, top-k) once, for every runtime alike.
+    """
+
+    io_spec: IOSpec
+
+    def run(self, feed: Feed) -> Feed:
+        """One inference: every input of `io_spec` in, every output out (float outputs as float32)."""
         ...
 
 
@@ -158,7 +203,14 @@ class Recipe:
     base_formats: tuple[str, ...] = ()
     description: str = ""
     requires: Requirements = Requirements()
-    tasks: tuple[str, ...] = ("text-embedding",)  # the workloads its output can run
+    # The model families its output runs as: "tensor" (a TensorRunner: any task whose workload makes
+    # feeds) or "generation" (a stateful decoder). A task declares its family.
+    families: tuple[str, ...] = ("tensor",)
+    # Narrower: only these tasks (a graph rewrite that knows one architecture); empty: every task of the family.
+    tasks: tuple[str, ...] = ()
+
+    def serves(self, task: str, family: str) -> bool:
+        return family in self.families and (not self.tasks or task in self.tasks)
 
 
 # runtime name -> loader(candidate_dir, model_file, details, threads) -> runner of the task

@@ -157,20 +157,13 @@ def _f(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
-def _quality_keys(rows: list[CandidateResult]) -> list[str]:
-    keys: list[str] = []
-    for r in rows:
-        for k in (r.quality.metrics if r.quality else {}):
-            if k not in keys:
-                keys.append(k)
-    return keys
-
-
 def candidate_table(inputs: ReportInputs) -> str:
+    from edgeopt.workloads.base import table_columns
+
     sel = inputs.selection
-    qkeys = _quality_keys(sel.candidates)
-    head = ["candidate", "recipe", "parent", "framework", "precision", "status", "p50 ms", "p99 ms", "items/s",
-            "size MB", "peak RSS MB", *qkeys, "retention", "speed-up", "gates", "frontier", "champion"]
+    columns = table_columns(sel)  # the task's own: latency, footprint, its quality metrics
+    head = ["candidate", "recipe", "parent", "framework", "precision", "status", *(c.header for c in columns),
+            "retention", "speed-up", "gates", "frontier", "champion"]
     out = ['<div class="scroll"><table id="candidates"><thead><tr>', *(f"<th>{_e(h)}</th>" for h in head),
            "</tr></thead><tbody>"]
     for r in sel.candidates:
@@ -188,9 +181,7 @@ def candidate_table(inputs: ReportInputs) -> str:
             continue
         gates = "pass" if r.passed_gates else "fail: " + ", ".join(g.name for g in r.gates if not g.passed)
         cells = [r.name, r.recipe, r.parent or "base", r.framework or "-", r.precision or "-", r.status,
-                 _f(m.latency.p50_ms), _f(m.latency.p99_ms), _f(m.throughput_items_per_s, ".1f"), _f(m.size_mb, ".1f"),
-                 _f(m.peak_rss_mb, ".0f"), *(_f(q.metrics.get(k), ".4f") for k in qkeys),
-                 _f(r.quality_retention, ".4f"), _f(r.speedup, ".2f", "x"), gates,
+                 *(c.cell(r) for c in columns), _f(r.quality_retention, ".4f"), _f(r.speedup, ".2f", "x"), gates,
                  "yes" if r.name in sel.frontier else "", "champion" if r.name == inputs.champion else ""]
         out.append(f'<tr class="{" ".join(classes)}" data-candidate="{_e(r.name)}">'
                    + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
@@ -237,7 +228,7 @@ def model_card(inputs: ReportInputs) -> str:
                ("throughput (items/s)", f"{m.throughput_items_per_s:.1f} at batch {m.throughput.batch_size}"),
                ("size on disk (MB)", f"{m.size_mb:.1f}"), ("peak RSS (MB)", f"{m.peak_rss_mb:.0f}"),
                ("load time (s)", f"{m.load_time_s:.2f}"), ("threads", m.threads),
-               ("sequence length", m.sequence_length),
+               *((("sequence length", m.sequence_length),) if m.sequence_length else ()),
                *((f"{k} (retention)", f"{v:.4f} ({q.retention.get(k, float('nan')):.4f})")
                  for k, v in q.metrics.items()),
                ("speed-up vs baseline", _f(row.speedup, ".2f", "x"))]

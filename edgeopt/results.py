@@ -54,7 +54,7 @@ class Measurement(Record):
 
     candidate: str
     threads: int
-    sequence_length: int
+    sequence_length: int  # token inputs' padded length; 0 for tasks without sequences
     load_time_s: float
     latency: LatencyStats  # batch_size from the benchmark config (1 by default)
     throughput: LatencyStats  # the throughput batch
@@ -143,3 +143,19 @@ class Promotion(Record):
     candidate: str | None = None
     reason: str
     unchanged: bool = False  # the pick is the current champion's artifact: no new version was registered
+
+
+class EvalDataSummary(Record):
+    """What a task's `build_data` wrote: counts, files, and a sha256 over their contents.
+
+    n_pairs / n_sentences are text-embedding's words; other tasks put their item counts in n_sentences.
+    """
+
+    kind: str
+    source: str
+    seed: int
+    n_pairs: int
+    n_sentences: int
+    n_calibration: int
+    files: list[str]
+    sha256: str

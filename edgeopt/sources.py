@@ -1,48 +1,52 @@
 """What a configured model source is, found from its files alone (preflight: before anything is written).
 
-Each source kind has one inspector in `INSPECTORS`; it checks the files (existence, integrity) and
-returns the facts the task and the candidate planner need: the formats the base model will offer,
-its Hugging Face config, its tokenizer.
+Each source kind (a task package's `SourceKind`) checks itself with `inspect`, through the helpers
+here: the files exist and are intact, and the facts the task and the candidate planner need: the
+formats the base model will offer, its Hugging Face config, its tokenizer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeopt.config import BundledModel, GgufFileModel, HFFolderModel, ModelSource, OnnxFileModel
 from edgeopt.errors import UserError
+
+# Files that make a folder a tokenizer folder (Hugging Face's fast and slow formats).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
 @dataclass(frozen=True)
 class SourceFacts:
     kind: str
     formats: tuple[str, ...]  # what recipes starting from the base may take: "hf", "onnx", "gguf"
+    path: Path | None = None  # the model file or folder
     hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face source
     tokenizer_dir: Path | None = None
     gguf: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
-
-def _hf_config(path: Path) -> dict[str, Any]:
-    config: dict[str, Any] = json.loads((path / "config.json").read_text())
-    return config
+    def with_tokenizer(self, tokenizer_dir: Path) -> SourceFacts:
+        return dataclasses.replace(self, tokenizer_dir=tokenizer_dir)
 
 
-def _hf_folder(path: Path, where: str) -> SourceFacts:
-    from edgeopt.base_model import check_hf_folder, check_tokenizer
+def hf_folder_facts(path: Path, where: str) -> SourceFacts:
+    """A Hugging Face folder: config.json and intact safetensors; its tokenizer, if it has one."""
+    from edgeopt.base_model import check_hf_folder
 
     if not path.exists():
         raise UserError(f"{where}.path: not found: {path}")
     check_hf_folder(path)
-    check_tokenizer(path)
-    return SourceFacts(kind="hf", formats=("hf",), hf_config=_hf_config(path), tokenizer_dir=path)
+    config: dict[str, Any] = json.loads((path / "config.json").read_text())
+    has_tokenizer = any((path / name).is_file() for name in TOKENIZER_FILES)
+    return SourceFacts(kind="hf", formats=("hf",), path=path, hf_config=config,
+                       tokenizer_dir=path if has_tokenizer else None)
 
 
-def _gguf_file(path: Path, where: str) -> SourceFacts:
+def gguf_file_facts(path: Path, where: str) -> SourceFacts:
     from edgeopt.integrity import check_gguf_file
 
     if not path.exists():
@@ -50,56 +54,13 @@ def _gguf_file(path: Path, where: str) -> SourceFacts:
     summary = check_gguf_file(path)
     # The reference's Hugging Face copy (torch, ONNX, OpenVINO candidates) is exported for llama GGUFs only.
     formats = ("gguf", "hf") if summary.get("architecture") == "llama" else ("gguf",)
-    return SourceFacts(kind="gguf", formats=formats, gguf=path, details=summary)
+    return SourceFacts(kind="gguf", formats=formats, path=path, gguf=path, details=summary)
 
 
-def inspect_bundled(model: ModelSource, root: Path, where: str) -> SourceFacts:
-    assert isinstance(model, BundledModel)
-    if model.id == "smollm2-135m-instruct":
-        from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+def onnx_file_facts(path: Path, where: str) -> SourceFacts:
+    from edgeopt.base_model import check_onnx_file
 
-        return _gguf_file(bundled_smollm2_gguf(), where)
-    from edgeopt.base_model import bundled_model_path
-
-    return _hf_folder(bundled_model_path(model), where)
-
-
-def inspect_hf(model: ModelSource, root: Path, where: str) -> SourceFacts:
-    assert isinstance(model, HFFolderModel)
-    return _hf_folder(_rel(model.path, root), where)
-
-
-def inspect_onnx(model: ModelSource, root: Path, where: str) -> SourceFacts:
-    from edgeopt.base_model import check_onnx_file, check_tokenizer
-
-    assert isinstance(model, OnnxFileModel)
-    path, tokenizer = _rel(model.path, root), _rel(model.tokenizer, root)
     if not path.exists():
         raise UserError(f"{where}.path: not found: {path}")
     check_onnx_file(path)
-    if not tokenizer.is_dir():
-        raise UserError(f"{where}.tokenizer: not found: {tokenizer}")
-    check_tokenizer(tokenizer)
-    return SourceFacts(kind="onnx", formats=("onnx",), tokenizer_dir=tokenizer)
-
-
-def inspect_gguf(model: ModelSource, root: Path, where: str) -> SourceFacts:
-    assert isinstance(model, GgufFileModel)
-    return _gguf_file(_rel(model.path, root), where)
-
-
-INSPECTORS: dict[str, Callable[[ModelSource, Path, str], SourceFacts]] = {
-    "bundled": inspect_bundled,
-    "hf": inspect_hf,
-    "onnx": inspect_onnx,
-    "gguf": inspect_gguf,
-}
-
-
-def inspect_source(model: ModelSource, root: Path, where: str) -> SourceFacts:
-    """Check the source's files and say what they are; paths are relative to `root` (params.yaml's folder)."""
-    return INSPECTORS[model.kind](model, root, where)
-
-
-def _rel(path: Path, root: Path) -> Path:
-    return path if path.is_absolute() else root / path
+    return SourceFacts(kind="onnx", formats=("onnx",), path=path)

@@ -13,7 +13,7 @@ from edgeopt.config import CandidateSpec
 from edgeopt.errors import CandidateError
 from edgeopt.isolation import kill_children
 from edgeopt.orchestration import candidate_runner
-from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs
+from edgeopt.pipeline import ModelInputs, PipelineContext, PreparedData
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement
 from tasks import stages
 
@@ -31,7 +31,7 @@ def _stop_builds_if_interrupted() -> Iterator[None]:
 
 
 def build_all(ctx: PipelineContext, prepared: PreparedData,
-              inputs: TokenizedInputs) -> tuple[dict[str, CandidateRecord], dict[str, str]]:
+              inputs: ModelInputs) -> tuple[dict[str, CandidateRecord], dict[str, str]]:
     """Fan the builds out through the configured task runner (threads or Dask).
 
     A candidate is submitted as soon as its parent is built; children of a failed parent and
@@ -80,7 +80,7 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
     return records, failed
 
 
-def measure_all(ctx: PipelineContext, prepared: PreparedData, inputs: TokenizedInputs,
+def measure_all(ctx: PipelineContext, prepared: PreparedData, inputs: ModelInputs,
                 records: dict[str, CandidateRecord], failed: dict[str, str],
                 key_prefix: str = "") -> tuple[dict[str, CandidateRecord], list[CandidateResult]]:
     """Measure the built candidates one at a time (each through the benchmark slot), then evaluate.

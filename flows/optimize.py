@@ -1,6 +1,6 @@
 """The main flow: every pipeline namespace in params.yaml runs the same sub-flow (Kedro-style).
 
-prepare data -> version (DVC) -> validate (GX) -> tokenize -> build candidates (fanned out through
+prepare data -> version (DVC) -> validate (GX) -> inputs -> build candidates (fanned out through
 the configured task runner) -> measure (one benchmark per machine) -> evaluate -> track (MLflow)
 -> select (gates, Pareto) -> promote (alias) -> report -> measure on every target (their workers)
 """
@@ -108,7 +108,7 @@ def optimize_model(params_path: str = "params.yaml", namespace: str = "minilm", 
             logger.error(message)
             return _stopped(ctx, run, message)
 
-        inputs = stages.tokenize_inputs(ctx, prepared)
+        inputs = stages.prepare_inputs(ctx, prepared)
         built, failed = build_all(ctx, prepared, inputs)
         records, rows = measure_all(ctx, prepared, inputs, built, failed)
         _report_failures(logger, rows)

@@ -76,7 +76,7 @@ def measure_target(params_path: str = "params.yaml", namespace: str = "minilm", 
     path = Path(params_path).resolve()
     ctx = target_context(load_params(path), namespace, target, path.parent)
     prepared = pipeline.load_prepared(ctx)
-    inputs = stages.tokenize_inputs(ctx, prepared)  # the same token ids, in the target's own folder
+    inputs = stages.prepare_inputs(ctx, prepared)  # the same inputs, in the target's own folder
     run = pipeline.start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(namespace)))
     built, missing = built_records(ctx)
     records, rows = measure_all(ctx, prepared, inputs, built, missing, key_prefix=f"{target}-")

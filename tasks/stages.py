@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 
 from edgeopt import pipeline, stageclock
 from edgeopt.config import CandidateSpec
-from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs
+from edgeopt.pipeline import ModelInputs, PipelineContext, PreparedData
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Selection
 
 
@@ -29,16 +29,14 @@ def version_data(ctx: PipelineContext) -> dict[str, str]:
 
 @task(name="validate-data", cache_policy=NONE)
 def validate_data(ctx: PipelineContext) -> dict[str, Any]:
-    from edgeopt.validation import validate_eval_data
-
     # Returned, not raised: the flow stops with one clear message instead of a task traceback.
     with stageclock.stage("validate"):
-        return validate_eval_data(ctx.ws.data_dir, ctx.ws.validation_report).model_dump()
+        return pipeline.validation_report(ctx).model_dump()
 
 
-@task(name="tokenize-inputs", cache_policy=NONE)
-def tokenize_inputs(ctx: PipelineContext, prepared: PreparedData) -> TokenizedInputs:
-    return pipeline.tokenize_inputs(ctx, prepared)
+@task(name="prepare-inputs", cache_policy=NONE)
+def prepare_inputs(ctx: PipelineContext, prepared: PreparedData) -> ModelInputs:
+    return pipeline.prepare_inputs(ctx, prepared)
 
 
 def _build_key(_: Any, p: dict[str, Any]) -> str:
@@ -48,7 +46,7 @@ def _build_key(_: Any, p: dict[str, Any]) -> str:
 @task(name="build-candidate", task_run_name="build-{spec.name}", cache_key_fn=_build_key,
       persist_result=True, result_serializer="json")
 def build_candidate(
-    ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: TokenizedInputs,
+    ctx: PipelineContext, spec: CandidateSpec, prepared: PreparedData, inputs: ModelInputs,
     parent: CandidateRecord | None, cache_key: str,
 ) -> CandidateRecord:
     with stageclock.stage("build"):
@@ -61,7 +59,7 @@ def _measure_key(_: Any, p: dict[str, Any]) -> str:
 
 @task(name="measure-candidate", task_run_name="measure-{record.name}", cache_key_fn=_measure_key,
       persist_result=True, result_serializer="json")
-def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: TokenizedInputs,
+def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: ModelInputs,
                       key: str) -> Measurement:
     from edgeopt.orchestration import benchmark_slot
 

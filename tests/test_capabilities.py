@@ -10,7 +10,7 @@ import pytest
 
 from edgeopt import recipes
 from edgeopt.config import Params
-from edgeopt.pipeline import PipelineContext, PreparedData, TokenizedInputs, run_candidates
+from edgeopt.pipeline import ModelInputs, PipelineContext, PreparedData, run_candidates
 from edgeopt.recipes import BuildContext, BuildOutput, NoOptions, Recipe, Requirements, get_recipe, register_recipe
 
 ABSENT = "edgeopt_test_absent_module"
@@ -65,7 +65,7 @@ def test_run_candidates_skips_with_reason(absent_recipe: str, tmp_path: Path) ->
     # Nothing is built or measured when every candidate is skipped, so no data files are needed.
     prepared = PreparedData(base_path=str(tmp_path), base_format="hf", tokenizer_dir=str(tmp_path),
                             base_sha256="0" * 64, task="text-embedding", data_digest="d", n_pairs=0, n_sentences=0)
-    inputs = TokenizedInputs(path=str(tmp_path / "inputs.npz"), digest="i", shapes={})
+    inputs = ModelInputs(path=str(tmp_path / "inputs.npz"), digest="i", shapes={})
     records, rows = run_candidates(ctx, prepared, inputs)
     assert records == {}
     by = {r.name: r for r in rows}

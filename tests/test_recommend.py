@@ -59,7 +59,8 @@ def row(name: str, framework: str, p50: float, size: float, rss: float, cos: flo
 
 def selected(rows: list[CandidateResult]) -> list[CandidateResult]:
     """Rows as the pipeline hands them over: gates and retention filled by selection."""
-    return select("p", rows, GATES, SelectionConfig(baseline="base")).candidates
+    return select("p", rows, GATES, SelectionConfig(baseline="base",
+        quality_metrics=["cosine", "recall@10", "mrr"])).candidates
 
 
 ROWS = [
@@ -162,7 +163,8 @@ def test_machine_profile_reads_this_machine() -> None:
 
 
 def test_recommend_selection_uses_the_selection_settings() -> None:
-    sel = select("p", ROWS, GATES, SelectionConfig(baseline="base", objectives=["size_mb"]))
+    sel = select("p", ROWS, GATES, SelectionConfig(baseline="base",
+        quality_metrics=["cosine", "recall@10", "mrr"], objectives=["size_mb"]))
     intel = build_profile(INTEL_CPUINFO, "Linux", "x86_64", 8, "none")
     rec = recommend_selection(sel, intel)
     assert [v.objective for v in rec.objectives] == ["size_mb"]

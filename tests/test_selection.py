@@ -23,7 +23,7 @@ def row(name: str, p50: float, size: float, rss: float, cos: float, r10: float =
     return CandidateResult(name=name, recipe="r", parent=None, status="ok", measurement=m, quality=q)
 
 
-CFG = SelectionConfig(baseline="base")
+CFG = SelectionConfig(baseline="base", quality_metrics=["cosine", "recall@10", "mrr"])
 GATES = GatesConfig(min_quality_retention=0.95, min_speedup=2.0, min_footprint_reduction=0.5)
 
 
@@ -68,7 +68,8 @@ def test_gates_and_pick() -> None:
 
 
 def test_fallback_to_highest_retention_and_no_pick() -> None:
-    cfg = SelectionConfig(baseline="base", pick=PickRule(min_quality_retention=0.999))
+    cfg = SelectionConfig(baseline="base",
+        quality_metrics=["cosine", "recall@10", "mrr"], pick=PickRule(min_quality_retention=0.999))
     rows = [row("base", 10, 90, 600, 1.0), row("a", 3, 20, 300, 0.97), row("b", 2, 30, 300, 0.96)]
     sel = select("p", rows, GATES, cfg)
     assert sel.pick == "a" and "highest-retention" in sel.reason

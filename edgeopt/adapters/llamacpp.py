@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from edgeopt.errors import CandidateError, UserError
+from edgeopt.iospec import stack_feeds
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -41,7 +42,7 @@ class GgufQuantizeOptions(BaseModel):
     @field_validator("qtype")
     @classmethod
     def _known_type(cls, v: str) -> str:
-        from edgeopt.llm.quantize import _ALIASES, QUANT_TYPES
+        from edgeopt.workloads.causal_lm.quantize import _ALIASES, QUANT_TYPES
 
         name = _ALIASES.get(v.upper(), v.upper())
         if name not in QUANT_TYPES:
@@ -63,13 +64,13 @@ def _source_gguf(ctx: BuildContext) -> tuple[Path, str]:
 
 def _imatrix(ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     """An importance matrix from the calibration windows, collected on the base model's HF form."""
-    from edgeopt.llm.imatrix import hf_imatrix, save_imatrix_gguf
+    from edgeopt.workloads.causal_lm.imatrix import hf_imatrix, save_imatrix_gguf
 
     hf = ctx.base.variants.get("hf")
     if hf is None:
         raise CandidateError("gguf-quantize imatrix: the base model has no Hugging Face form to collect "
                              f"activations with ({ctx.base.details.get('hf_unavailable', 'not exported')})")
-    windows = np.asarray(ctx.calibration.get("input_ids"), dtype=np.int64)
+    windows = np.asarray(stack_feeds(ctx.calibration.feeds(), "input_ids"), dtype=np.int64)
     if windows.ndim != 2 or windows.size == 0:
         raise CandidateError(f"gguf-quantize imatrix: no calibration windows (got shape {windows.shape})")
     start = time.perf_counter()
@@ -81,7 +82,7 @@ def _imatrix(ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
 
 
 def _build_gguf_quantize(ctx: BuildContext) -> BuildOutput:
-    from edgeopt.llm.quantize import quantize_gguf
+    from edgeopt.workloads.causal_lm.quantize import quantize_gguf
 
     opts: GgufQuantizeOptions = ctx.options
     src, source_name = _source_gguf(ctx)
@@ -114,6 +115,7 @@ register_recipe(
         build=_build_gguf_quantize,
         description="llama.cpp quantization of the reference GGUF (any llama-quantize type, optional imatrix).",
         requires=Requirements(modules=("llama_cpp", "gguf")),
+        families=("generation",),
         tasks=("causal-lm",),
     )
 )
@@ -230,7 +232,7 @@ class LlamaCppRunner:
     def runtime_info(self) -> dict[str, Any]:
         import llama_cpp
 
-        from edgeopt.llm.gguf_reference import tensor_type_histogram
+        from edgeopt.workloads.causal_lm.gguf_reference import tensor_type_histogram
 
         return {"llama_cpp_python": llama_cpp.__version__, "threads": self.threads,
                 "kv_cache": {"generate": "f16", "logits": "f32"}, "tensor_types": tensor_type_histogram(self.path)}

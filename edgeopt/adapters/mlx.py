@@ -2,7 +2,10 @@
 
 `mlx-convert` turns the base Hugging Face BERT weights (safetensors) into MLX arrays, optionally
 quantized with `mlx.nn.quantize`; the `mlx` runtime runs embeddings -> encoder layers -> mean
-pooling -> L2 norm. mlx is imported inside functions, so importing this module only registers.
+pooling -> L2 norm. It is a re-implementation of one architecture, so the recipe serves the
+text-embedding task only. The runtime is a TensorRunner with the sentence-encoder interface
+(input_ids, attention_mask -> sentence_embedding). mlx is imported inside functions, so importing
+this module only registers.
 
 Threads: MLX has no thread-count setting on the CPU. Its Linux CPU build evaluates the graph on
 one worker thread per stream and calls the reference (netlib) BLAS bundled in `mlx-cpu`, which
@@ -19,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import CandidateError
+from edgeopt.iospec import Feed, IOSpec, TensorSpec
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -39,6 +43,8 @@ _HF_CONFIG = "config.json"
 _HF_WEIGHTS = "model.safetensors"
 # HF BERT tensors the encoder does not use (pooler head, the position-id buffer).
 _UNUSED_PREFIXES = ("pooler.", "embeddings.position_ids")
+TASK = "text-embedding"
+OUTPUT_NAME = "sentence_embedding"
 
 
 class MlxConvertOptions(BaseModel):
@@ -77,6 +83,15 @@ class MlxModelConfig(BaseModel):
     quantize_bits: int | None
     group_size: int
     quantize_embeddings: bool
+
+
+def io_spec(shape: BertShape) -> IOSpec:
+    """The encoder's tensors: int64 token ids and mask [batch, sequence] -> float32 [batch, hidden]."""
+    tokens = ("batch", "sequence")
+    return IOSpec(
+        inputs=(TensorSpec("input_ids", "int64", tokens), TensorSpec("attention_mask", "int64", tokens)),
+        outputs=(TensorSpec(OUTPUT_NAME, "float32", ("batch", shape.hidden_size)),),
+    )
 
 
 def _check_supported(shape: BertShape) -> None:
@@ -279,6 +294,7 @@ def _build_mlx_convert(ctx: BuildContext) -> BuildOutput:
             "tensors": stats["tensors"],
             "mlx": mx.__version__,
         },
+        io_spec=io_spec(shape).to_dict(),
     )
 
 
@@ -293,6 +309,7 @@ register_recipe(
         description="BERT encoder re-implemented in MLX (mean pooling + L2 norm); fp32/fp16 weights, "
         "optionally 8/4-bit affine quantization of the Linear layers via mlx.nn.quantize.",
         requires=Requirements(modules=("mlx",)),
+        tasks=(TASK,),  # a BERT re-implementation: it knows sentence encoders only
     )
 )
 
@@ -314,13 +331,18 @@ class MlxRunner:
         mx.eval(model.parameters())
         model.eval()
         self._model = model
+        self.io_spec: IOSpec = io_spec(cfg.bert)
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, feed: Feed) -> Feed:
+        problem = self.io_spec.feed_problem(feed)
+        if problem:
+            raise CandidateError(f"mlx: {problem}")
         mx = self._mx
-        out = self._model(mx.array(np.asarray(input_ids, dtype=np.int32)),
-                          mx.array(np.asarray(attention_mask, dtype=np.int32)))
+        # MLX embeddings take int32 indices; the spec's int64 is what the task feeds.
+        out = self._model(mx.array(np.asarray(feed["input_ids"], dtype=np.int32)),
+                          mx.array(np.asarray(feed["attention_mask"], dtype=np.int32)))
         mx.eval(out)
-        return np.array(out, dtype=np.float32)
+        return {OUTPUT_NAME: np.array(out, dtype=np.float32)}
 
     def runtime_info(self) -> dict[str, Any]:
         mx = self._mx

@@ -169,6 +169,7 @@ register_recipe(
         description="mlx-lm conversion of a Hugging Face causal LM (mlx_lm.convert), fp32/fp16/bf16, optionally "
         "8/4-bit affine group quantization of every matrix (the tied embedding/output head included).",
         requires=Requirements(modules=("mlx", "mlx_lm")),
+        families=("generation",),
         tasks=TASKS,
     )
 )

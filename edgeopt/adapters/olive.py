@@ -1,9 +1,12 @@
 """Microsoft Olive as a candidate builder: a fixed pass list, or Olive's own search.
 
 - `olive-workflow` runs a fixed Olive pass list from the base model (ONNX conversion, ORT
-  transformer optimization, dynamic/static quantization; or OpenVINO conversion/quantization).
+  transformer optimization, dynamic/static quantization; or OpenVINO conversion/quantization), for
+  any task whose workload has a PyTorch form (`Workload.torch_form`): Olive's input model, its
+  io_config and the calibration files all come from the task's form and its I/O spec.
 - `olive-optimize` runs Olive's search over its ONNX quantization pass, scored by Olive's own
-  evaluator, and keeps the model Olive ranks best.
+  evaluator, and keeps the model Olive ranks best. Its quality objective (sign agreement of the
+  embedding) and its fixed BERT fusion pass are text-embedding's, so it serves that task only.
 
 Either way the candidate is measured by this pipeline's harness, never by Olive's numbers. Olive's
 footprint (and, for a search, its Pareto frontier) is copied to `olive/` in the candidate folder,
@@ -13,8 +16,8 @@ Olive 0.13 facts that shape this module (checked against the installed stack):
 - An `HfModel` input fails the TorchScript export with transformers 5.x ("got multiple values for
   argument 'use_cache'"): Olive passes the dummy inputs as kwargs, and the exporter then fills every
   positional default up to `use_cache`. The input is therefore a `PyTorchModel` whose loader returns
-  this project's sentence encoder (eager attention, mean pooling, L2 norm); Olive still does the
-  conversion itself.
+  the task's PyTorch form for export (text-embedding: the sentence encoder with eager attention, mean
+  pooling, L2 norm); Olive still does the conversion itself.
 - Custom metrics crash the engine (`Metric.serialize_backend` calls `.model_dump()` on None). The
   search's quality objective is therefore a built-in one: torchmetrics multilabel accuracy of the
   embedding's sign bits against the FP32 reference (sign agreement), computed by Olive.
@@ -40,20 +43,25 @@ import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeopt.errors import CandidateError, library_errors
+from edgeopt.iospec import Feed, IOSpec, stack_feeds
 from edgeopt.recipes import BuildContext, BuildOutput, Recipe, Requirements, register_recipe
+
+if TYPE_CHECKING:
+    from edgeopt.workloads.base import TorchForm
 
 OLIVE_DIR = "olive"  # Olive's own records, inside the candidate folder
 ONNX_FILE = "model.onnx"
 IR_FILE = "model.xml"
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "sentence_embedding"
+HOOKS_FILE = "edgeopt_olive_hooks.py"
+EXAMPLE_FILE = "edgeopt_olive_example.npz"  # the form's tracing example, beside the hooks script
 SIGN_BITS = "edgeopt_sign_bits"  # Olive post-process registered by this module
+TEXT_TASK = "text-embedding"  # olive-optimize's metric and fusion pass are this task's
 
 PassName = Literal[
     "conversion",
@@ -77,22 +85,30 @@ _QUANTIZERS = ("dynamic_quantization", "static_quantization", "openvino_quantiza
 _NEEDS_CALIBRATION = ("static_quantization", "openvino_quantization")
 
 # Written next to each Olive run: Olive imports its model loader and example inputs from a file.
+# The task name goes in as a constant; the tracing example is saved beside the script (EXAMPLE_FILE).
 _HOOKS_SCRIPT = '''\
-"""Written by edgeopt for one Olive run: the model loader and the export example inputs."""
+"""Written by edgeopt for one Olive run: the task's PyTorch form as Olive's model loader and example inputs."""
+from pathlib import Path
+
+import numpy as np
 import torch
 
-from edgeopt.adapters.torch_eager import sentence_encoder
+from edgeopt.workloads.base import get_workload
+
+TASK = {task!r}
+EXAMPLE = Path(__file__).with_name({example!r})
 
 
 def load_model(model_path):
-    # Eager attention exports to the MatMul/Softmax pattern ORT's transformer optimizer fuses.
-    return sentence_encoder(model_path, attn_implementation="eager")
+    # for_export: the form exporters trace (text-embedding: eager attention, the MatMul/Softmax
+    # pattern ORT's transformer optimizer fuses).
+    return get_workload(TASK).torch_form(Path(model_path), for_export=True).module
 
 
 def example_inputs(*_args):
-    # A padded second row, so the trace records the general attention-mask path.
-    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 0, 0, 0, 0, 0]])
-    return (ids, (ids != 0).long())
+    # The form's example feed, positionally in the order of its io_spec inputs.
+    with np.load(EXAMPLE, allow_pickle=False) as example:
+        return tuple(torch.from_numpy(example[name]) for name in {input_names!r})
 '''
 
 
@@ -156,12 +172,6 @@ class OliveOptimizeOptions(BaseModel):
 # helpers
 
 
-
-
-
-
-
-
 def _quiet_telemetry() -> None:
     """Create Olive's telemetry singleton while CI is set: it is then disabled for the process.
 
@@ -204,26 +214,54 @@ def _bert_shape(hf_dir: Path) -> dict[str, int]:
     return {}
 
 
-def _base_hf_dir(ctx: BuildContext, recipe: str) -> Path:
+def _base_model_dir(ctx: BuildContext, recipe: str) -> Path:
     if ctx.parent is not None:
         raise CandidateError(f"{recipe} builds from the base model only")
-    if ctx.base.format != "hf":
-        raise CandidateError(f"{recipe} needs a Hugging Face base model (Olive starts from PyTorch), "
-                             f"got format {ctx.base.format!r}")
+    if ctx.base.format != "hf" or not Path(ctx.base.path).is_dir():
+        raise CandidateError(f"{recipe} needs a Hugging Face base model folder (Olive starts from the task's "
+                             f"PyTorch form), got format {ctx.base.format!r}")
     return Path(ctx.base.path)
 
 
-def _write_raw(folder: Path, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
-    """One batch-1 sample per file, in Olive's RawDataContainer layout; returns its dataset params."""
-    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i in range(len(arr)):
-            np.ascontiguousarray(arr[i : i + 1], dtype=np.int64).tofile(folder / name / f"{i:05d}.raw")
+def _torch_form(ctx: BuildContext, model_dir: Path, for_export: bool = True) -> TorchForm:
+    """The task's PyTorch form of the base: what Olive's loader returns (for_export), or the reference."""
+    from edgeopt.workloads.base import get_workload
+
+    with library_errors(f"loading the {ctx.base.task} PyTorch form"):
+        return get_workload(ctx.base.task).torch_form(model_dir, for_export=for_export)
+
+
+def _has_attention(form: TorchForm) -> bool:
+    """Structural check on the module: an attention submodule (BertSelfAttention, nn.MultiheadAttention...)."""
+    return any("attention" in type(m).__name__.lower() for m in form.module.modules())
+
+
+def _write_raw(folder: Path, spec: IOSpec, feeds: list[Feed], labels: np.ndarray | None = None) -> dict[str, Any]:
+    """One sample per file per input (folder/<input name>/<index>.raw), Olive's RawDataContainer layout.
+
+    Returns the dataset params. A RawDataContainer has one shape per input, so every feed must have
+    the same shapes (the task's fixed benchmark shape: `feeds(spec, own_length=False)`).
+    """
+    if not feeds:
+        raise CandidateError("Olive: the task gave no calibration samples")
+    shapes = {name: tuple(np.shape(feeds[0][name])) for name in spec.input_names}
+    for feed in feeds:
+        problem = spec.feed_problem(feed)
+        if problem:
+            raise CandidateError(f"Olive: a calibration sample does not fit the model: {problem}")
+        odd = [n for n in spec.input_names if tuple(np.shape(feed[n])) != shapes[n]]
+        if odd:
+            raise CandidateError(f"Olive: calibration samples differ in shape ({', '.join(odd)}); "
+                                 "Olive's raw data files need one shape per input")
+    for t in spec.inputs:
+        (folder / t.name).mkdir(parents=True, exist_ok=True)
+        for i, feed in enumerate(feeds):
+            np.ascontiguousarray(feed[t.name], dtype=np.dtype(t.dtype)).tofile(folder / t.name / f"{i:05d}.raw")
     params: dict[str, Any] = {
         "data_dir": str(folder),
-        "input_names": list(INPUT_NAMES),
-        "input_shapes": [[1, int(ids.shape[1])]] * 2,
-        "input_types": ["int64", "int64"],
+        "input_names": list(spec.input_names),
+        "input_shapes": [list(shapes[n]) for n in spec.input_names],
+        "input_types": [t.dtype for t in spec.inputs],
         "input_suffix": ".raw",
     }
     if labels is not None:
@@ -232,16 +270,35 @@ def _write_raw(folder: Path, ids: np.ndarray, mask: np.ndarray, labels: np.ndarr
     return params
 
 
-def _calibration(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
-    ids, mask = ctx.calibration.get("input_ids"), ctx.calibration.get("attention_mask")
-    if ids is None or mask is None or len(ids) == 0:
-        raise CandidateError("this Olive workflow needs calibration data (input_ids, attention_mask)")
-    return np.asarray(ids), np.asarray(mask)
+def _calibration(ctx: BuildContext, spec: IOSpec) -> list[Feed]:
+    """The task's calibration feeds for the form's inputs, at the benchmark's fixed shape."""
+    feeds = ctx.calibration.feeds(spec, own_length=False)
+    if not feeds:
+        raise CandidateError("this Olive workflow needs calibration data; the task gave none")
+    return feeds
 
 
-def _base_config(hf_dir: Path, work: Path, opset: int, passes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    script = work / "edgeopt_olive_hooks.py"
-    script.write_text(_HOOKS_SCRIPT)
+def io_config(spec: IOSpec) -> dict[str, Any]:
+    """Olive's io_config of the PyTorch input model, from the form's I/O spec.
+
+    No input_shapes: Olive takes its dummy inputs from the form's example (dummy_inputs_func), and
+    the dynamic axes keep the export shape-free.
+    """
+    return {
+        "input_names": list(spec.input_names),
+        "input_types": [t.dtype for t in spec.inputs],
+        "output_names": list(spec.output_names),
+        "dynamic_axes": {name: {str(axis): dim for axis, dim in axes.items()}
+                         for name, axes in spec.dynamic_axes().items()},
+    }
+
+
+def _base_config(model_dir: Path, work: Path, opset: int, passes: dict[str, dict[str, Any]], task: str,
+                 form: TorchForm) -> dict[str, Any]:
+    spec = form.io_spec
+    script = work / HOOKS_FILE
+    np.savez(work / EXAMPLE_FILE, **{name: np.asarray(form.example[name]) for name in spec.input_names})
+    script.write_text(_HOOKS_SCRIPT.format(task=task, example=EXAMPLE_FILE, input_names=list(spec.input_names)))
     for name, cfg in passes.items():
         if cfg["type"] == "OnnxConversion":
             cfg.setdefault("target_opset", opset)
@@ -252,20 +309,11 @@ def _base_config(hf_dir: Path, work: Path, opset: int, passes: dict[str, dict[st
     return {
         "input_model": {
             "type": "PyTorchModel",
-            "model_path": str(hf_dir),
+            "model_path": str(model_dir),
             "model_script": str(script),
             "model_loader": "load_model",
             "dummy_inputs_func": "example_inputs",
-            "io_config": {
-                "input_names": list(INPUT_NAMES),
-                "input_types": ["int64", "int64"],
-                "output_names": [OUTPUT_NAME],
-                "dynamic_axes": {
-                    "input_ids": {"0": "batch", "1": "sequence"},
-                    "attention_mask": {"0": "batch", "1": "sequence"},
-                    OUTPUT_NAME: {"0": "batch"},
-                },
-            },
+            "io_config": io_config(spec),
         },
         "systems": {"local_system": {"type": "LocalSystem", "accelerators": [
             {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
@@ -336,36 +384,51 @@ def store_olive_artifacts(output_dir: Path, dest: Path, config: dict[str, Any], 
     return [f"{OLIVE_DIR}/{k}" for k in kept]
 
 
-def _export_best(best: Any, out_dir: Path) -> tuple[str, str, str, dict[str, Any]]:
-    """Copy Olive's chosen model into the candidate: (format, runtime, model_file, details)."""
+def _export_best(best: Any, out_dir: Path, spec: IOSpec) -> tuple[str, str, str, dict[str, Any], IOSpec]:
+    """Copy Olive's chosen model into the candidate: (format, runtime, model_file, details, io_spec)."""
     model_type = str(best.model_type or "").lower()
     src = Path(best.model_path)
     if model_type == "onnxmodel":
-        from edgeopt.adapters.onnxruntime import _finalize, _precision, _quantized_ops
+        from edgeopt.adapters.onnxruntime import _finalize, _precision, _quantized_ops, onnx_io_spec
 
         onnx_src = src if src.is_file() else next(iter(sorted(src.glob("*.onnx"))), src)
         dst = out_dir / ONNX_FILE
         shutil.copy2(onnx_src, dst)
         model = _finalize(dst, source=onnx_src)  # inline any external data, run the checker
-        inputs = [i.name for i in model.graph.input]
-        if not set(INPUT_NAMES) <= set(inputs):
-            raise CandidateError(f"Olive's model has inputs {inputs}, expected {list(INPUT_NAMES)}")
-        details = {"precision": _precision(model), "quantized_ops": _quantized_ops(model), "inputs": inputs,
-                   "outputs": [o.name for o in model.graph.output]}
-        return "onnx", "onnxruntime", ONNX_FILE, details
+        got = onnx_io_spec(model)
+        _check_names(got, spec)
+        details = {"precision": _precision(model), "quantized_ops": _quantized_ops(model),
+                   "inputs": list(got.input_names), "outputs": list(got.output_names)}
+        return "onnx", "onnxruntime", ONNX_FILE, details, got
     if model_type == "openvinomodel":
+        import openvino as ov
+
+        from edgeopt.adapters.openvino import adopt_names, ir_io_spec
+
         xml = src if src.suffix == ".xml" else next(iter(sorted(src.glob("*.xml"))), None)
         if xml is None or not xml.with_suffix(".bin").is_file():
             raise CandidateError(f"Olive's OpenVINO model at {src} has no .xml/.bin pair")
-        shutil.copy2(xml, out_dir / IR_FILE)
-        shutil.copy2(xml.with_suffix(".bin"), out_dir / Path(IR_FILE).with_suffix(".bin"))
+        # OpenVINO's PyTorch conversion names outputs after the trace ("42"): the IR gets the form's
+        # tensor and axis names. Saved without compression, so the weights stay exactly as Olive stored them.
+        model = ov.Core().read_model(str(xml))
+        adopt_names(model, spec)
+        ov.save_model(model, str(out_dir / IR_FILE), compress_to_fp16=False)
+        got = ir_io_spec(model)
+        _check_names(got, spec)
         # The project's OpenVINO runtime reads this; FP32 unless a candidate asks otherwise.
-        return "openvino-ir", "openvino", IR_FILE, {"inference_precision": "f32"}
+        return "openvino-ir", "openvino", IR_FILE, {"inference_precision": "f32"}, got
     raise CandidateError(f"Olive returned a model of type {best.model_type!r}, which no runtime here loads")
 
 
+def _check_names(got: IOSpec, want: IOSpec) -> None:
+    """Olive's model must take the form's inputs (by name) and give its outputs."""
+    if not set(want.input_names) <= set(got.input_names) or not set(want.output_names) <= set(got.output_names):
+        raise CandidateError(f"Olive's model has inputs {list(got.input_names)} and outputs {list(got.output_names)}, "
+                             f"expected {list(want.input_names)} -> {list(want.output_names)}")
+
+
 def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, search: bool,
-            names: dict[str, str], extra: dict[str, Any]) -> BuildOutput:
+            names: dict[str, str], extra: dict[str, Any], form: TorchForm) -> BuildOutput:
     from importlib import metadata
 
     best = output.get_best_candidate() if output is not None else None
@@ -373,7 +436,7 @@ def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, 
         raise CandidateError("Olive produced no output model (every pass or search point failed)")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     with library_errors("copying Olive's output model"):
-        fmt, runtime, model_file, model_details = _export_best(best, ctx.out_dir)
+        fmt, runtime, model_file, model_details, spec = _export_best(best, ctx.out_dir, form.io_spec)
     output_dir = work / "output"
     artifacts = store_olive_artifacts(output_dir, ctx.out_dir / OLIVE_DIR, config, search)
     footprint_path = ctx.out_dir / OLIVE_DIR / "footprint.json"
@@ -383,7 +446,9 @@ def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, 
         "int8" if any(p["name"] in _QUANTIZERS for p in passes) else "fp32")
     details = {
         "olive": metadata.version("olive-ai"),
-        "input_model": "PyTorchModel: edgeopt sentence encoder (eager attention, mean pooling, L2 norm)",
+        "input_model": f"PyTorchModel: the {ctx.base.task} task's PyTorch form for export "
+                       f"({type(form.module).__name__})",
+        "task": ctx.base.task,
         "passes": passes,
         "pass_list": [p["name"] for p in passes],
         "olive_model_id": best.model_id,
@@ -391,22 +456,25 @@ def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, 
         **model_details,
         **extra,
     }
-    return BuildOutput(format=fmt, runtime=runtime, precision=precision, model_file=model_file, details=details)
+    return BuildOutput(format=fmt, runtime=runtime, precision=precision, model_file=model_file, details=details,
+                       io_spec=spec.to_dict())
 
 
 # --------------------------------------------------------------------------------------------
 # olive-workflow
 
 
-def _workflow_passes(opts: OliveWorkflowOptions, hf_dir: Path, calib: str | None) -> dict[str, dict[str, Any]]:
+def _workflow_passes(opts: OliveWorkflowOptions, model_dir: Path, calib: str | None,
+                     transformer: bool) -> dict[str, dict[str, Any]]:
     passes: dict[str, dict[str, Any]] = {}
     for name in opts.passes:
         cfg: dict[str, Any] = {"type": PASS_TYPES[name]}
         if name == "transformers_optimization":
-            cfg.update({"model_type": "bert", **_bert_shape(hf_dir)})
+            # ORT's optimizer for BERT-style encoders (the only transformer family it fuses here).
+            cfg.update({"model_type": "bert", **_bert_shape(model_dir)})
         if name in _NEEDS_CALIBRATION:
             cfg["data_config"] = calib
-        if name == "openvino_quantization":
+        if name == "openvino_quantization" and transformer:
             cfg["model_type"] = "TRANSFORMER"  # NNCF's transformer scheme (as nncf-ptq-int8 uses)
         cfg.update(opts.pass_options.get(name, {}))
         passes[name] = cfg
@@ -415,19 +483,22 @@ def _workflow_passes(opts: OliveWorkflowOptions, hf_dir: Path, calib: str | None
 
 def _build_workflow(ctx: BuildContext) -> BuildOutput:
     opts: OliveWorkflowOptions = ctx.options
-    hf_dir = _base_hf_dir(ctx, "olive-workflow")
+    model_dir = _base_model_dir(ctx, "olive-workflow")
+    form = _torch_form(ctx, model_dir)
+    spec = form.io_spec
     with tempfile.TemporaryDirectory(prefix="edgeopt-olive-") as tmp:
         work = Path(tmp)
         data_configs = []
         n_cal = 0
         if any(p in _NEEDS_CALIBRATION for p in opts.passes):
-            ids, mask = _calibration(ctx)
-            n_cal = min(len(ids), opts.calibration_samples)
-            params = _write_raw(work / "calibration", ids[:n_cal], mask[:n_cal])
+            feeds = _calibration(ctx, spec)
+            n_cal = min(len(feeds), opts.calibration_samples)
+            params = _write_raw(work / "calibration", spec, feeds[:n_cal])
             data_configs.append({"name": "edgeopt_calibration", "type": "RawDataContainer",
                                  "load_dataset_config": {"params": params}})
-        passes = _workflow_passes(opts, hf_dir, "edgeopt_calibration" if data_configs else None)
-        config = _base_config(hf_dir, work, opts.opset, passes)
+        passes = _workflow_passes(opts, model_dir, "edgeopt_calibration" if data_configs else None,
+                                  transformer=_has_attention(form))
+        config = _base_config(model_dir, work, opts.opset, passes, ctx.base.task, form)
         config["data_configs"] = data_configs
         with library_errors("Olive workflow"):
             output = run_olive(config, ctx.threads)
@@ -435,7 +506,7 @@ def _build_workflow(ctx: BuildContext) -> BuildOutput:
         extra: dict[str, Any] = {"workflow": "fixed pass list"}
         if n_cal:
             extra["calibration_samples"] = n_cal
-        result = _finish(ctx, work, config, output, search=False, names=names, extra=extra)
+        result = _finish(ctx, work, config, output, search=False, names=names, extra=extra, form=form)
     ov_fp16 = opts.pass_options.get("openvino_conversion", {}).get("compress_to_fp16", True)  # Olive's default
     if result.format == "openvino-ir" and result.precision == "fp32" and ov_fp16:
         result = replace(result, precision="fp16")  # FP16 weights in the IR, FP32 inference
@@ -450,8 +521,8 @@ register_recipe(
         accepts=("base",),
         base_formats=("hf",),
         build=_build_workflow,
-        description="A fixed Microsoft Olive pass list from the base model (ONNX conversion, ORT fusion, "
-        "dynamic/static INT8; or OpenVINO conversion/quantization).",
+        description="A fixed Microsoft Olive pass list from the task's PyTorch form (ONNX conversion, ORT "
+        "fusion, dynamic/static INT8; or OpenVINO conversion/quantization).",
         requires=Requirements(modules=("olive",)),
     )
 )
@@ -461,34 +532,41 @@ register_recipe(
 # olive-optimize
 
 
-def _reference_sign_bits(hf_dir: Path, ids: np.ndarray, mask: np.ndarray, threads: int) -> np.ndarray:
-    """Sign bits of the FP32 reference embeddings, [n, 1, dim] (one label row per raw file)."""
+def _reference_sign_bits(ctx: BuildContext, model_dir: Path, spec: IOSpec, feeds: list[Feed]) -> np.ndarray:
+    """Sign bits of the FP32 reference outputs (the task's form as torch-eager runs it), [n, 1, dim].
+
+    One batch of every evaluation feed; one label row per raw file.
+    """
     import torch
 
-    from edgeopt.adapters.torch_eager import sentence_encoder
-
-    torch.set_num_threads(max(1, threads))
-    model = sentence_encoder(hf_dir)
+    torch.set_num_threads(max(1, ctx.threads))
+    model = _torch_form(ctx, model_dir, for_export=False).module
+    batch = spec.cast({name: stack_feeds(feeds, name) for name in spec.input_names})
     with torch.inference_mode():
-        emb = model(torch.from_numpy(np.asarray(ids, dtype=np.int64)),
-                    torch.from_numpy(np.asarray(mask, dtype=np.int64)))
+        out = model(*(torch.from_numpy(batch[name]) for name in spec.input_names))
+    emb = out[0] if isinstance(out, tuple) else out
     return (emb.numpy() > 0).astype(np.int64)[:, None, :]
 
 
 def _build_optimize(ctx: BuildContext) -> BuildOutput:
     opts: OliveOptimizeOptions = ctx.options
-    hf_dir = _base_hf_dir(ctx, "olive-optimize")
-    ids, mask = _calibration(ctx)
-    if len(ids) < 2:
+    model_dir = _base_model_dir(ctx, "olive-optimize")
+    if ctx.base.task != TEXT_TASK:
+        raise CandidateError(f"olive-optimize serves {TEXT_TASK} only (its metric is embedding sign agreement)")
+    form = _torch_form(ctx, model_dir)
+    spec = form.io_spec
+    feeds = _calibration(ctx, spec)
+    if len(feeds) < 2:
         raise CandidateError("olive-optimize needs at least 2 calibration samples (calibration + evaluation)")
-    n_eval = min(opts.eval_samples, len(ids) // 2)
-    n_cal = min(opts.calibration_samples, len(ids) - n_eval)
+    n_eval = min(opts.eval_samples, len(feeds) // 2)
+    n_cal = min(opts.calibration_samples, len(feeds) - n_eval)
+    cal_feeds, eval_feeds = feeds[:n_cal], feeds[n_cal : n_cal + n_eval]
     with tempfile.TemporaryDirectory(prefix="edgeopt-olive-") as tmp:
         work = Path(tmp)
-        labels = _reference_sign_bits(hf_dir, ids[n_cal : n_cal + n_eval], mask[n_cal : n_cal + n_eval], ctx.threads)
+        labels = _reference_sign_bits(ctx, model_dir, spec, eval_feeds)
         dim = int(labels.shape[-1])
-        cal_params = _write_raw(work / "calibration", ids[:n_cal], mask[:n_cal])
-        eval_params = _write_raw(work / "evaluation", ids[n_cal : n_cal + n_eval], mask[n_cal : n_cal + n_eval], labels)
+        cal_params = _write_raw(work / "calibration", spec, cal_feeds)
+        eval_params = _write_raw(work / "evaluation", spec, eval_feeds, labels)
         session = {"onnx": {"session_options": {"intra_op_num_threads": ctx.threads, "inter_op_num_threads": 1}}}
         prio = {"latency": 1, "fidelity": 2} if opts.rank_by == "latency" else {"latency": 2, "fidelity": 1}
         quant: dict[str, Any] = {"type": "OnnxQuantization", "data_config": "edgeopt_calibration", **opts.fixed}
@@ -497,10 +575,10 @@ def _build_optimize(ctx: BuildContext) -> BuildOutput:
         passes = {
             "conversion": {"type": "OnnxConversion"},
             "transformers_optimization": {"type": "OrtTransformersOptimization", "model_type": "bert",
-                                          **_bert_shape(hf_dir)},
+                                          **_bert_shape(model_dir)},
             "quantization": quant,
         }
-        config = _base_config(hf_dir, work, opts.opset, passes)
+        config = _base_config(model_dir, work, opts.opset, passes, ctx.base.task, form)
         config["data_configs"] = [
             {"name": "edgeopt_calibration", "type": "RawDataContainer", "load_dataset_config": {"params": cal_params}},
             {"name": "edgeopt_evaluation", "type": "RawDataContainer", "load_dataset_config": {"params": eval_params},
@@ -545,7 +623,7 @@ def _build_optimize(ctx: BuildContext) -> BuildOutput:
             },
             "olive_metrics": {k: v.get("value") for k, v in (best.metrics_value or {}).items()} if best else {},
         }
-        result = _finish(ctx, work, config, output, search=True, names=names, extra=extra)
+        result = _finish(ctx, work, config, output, search=True, names=names, extra=extra, form=form)
         frontier_file = ctx.out_dir / OLIVE_DIR / "pareto_frontier_footprint.json"
         footprint_file = ctx.out_dir / OLIVE_DIR / "footprint.json"
         if footprint_file.is_file():
@@ -568,5 +646,7 @@ register_recipe(
         description="Olive's own search over ONNX quantization (dynamic/static, precision, per-channel, "
         "format), ranked by Olive's evaluator; the candidate is Olive's best model.",
         requires=Requirements(modules=("olive",)),
+        # Scored by the embedding's sign agreement, with ORT's BERT fusion: a sentence-encoder search.
+        tasks=(TEXT_TASK,),
     )
 )

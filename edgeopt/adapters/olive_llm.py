@@ -254,6 +254,7 @@ register_recipe(
         description="Olive's weight-only INT4 pass (block-wise RTN or k-quant, MatMulNBits) over the FP32 "
         "ONNX causal LM with past/present KV; Olive's footprint and pass list are kept.",
         requires=Requirements(modules=("olive", "onnx", "onnxruntime")),
+        families=("generation",),
         tasks=TASKS,
     )
 )
@@ -321,6 +322,7 @@ register_recipe(
         description="Olive's ModelBuilder pass (onnxruntime-genai's model builder) at INT4 from the Hugging "
         "Face model: fused GroupQueryAttention, MatMulNBits; Olive's footprint and pass list are kept.",
         requires=Requirements(modules=("olive", "onnx", "onnxruntime", "onnxruntime_genai")),
+        families=("generation",),
         tasks=TASKS,
     )
 )

@@ -1,7 +1,11 @@
-"""ONNX export and ONNX Runtime passes (graph fusion, dynamic/static INT8), plus the onnxruntime runtime.
+"""ONNX export and ONNX Runtime passes (graph optimization and fusion, dynamic/static INT8), plus the
+onnxruntime runtime.
 
-torch, onnx and onnxruntime are imported inside functions so importing this module only registers.
-Every recipe writes one self-contained `model.onnx` (weights inline) into ctx.out_dir.
+Task-agnostic: the export traces the task's PyTorch form (`Workload.torch_form`), the runtime runs
+named tensors and reads its I/O spec off the session; only `ort-transformer-optimize` knows an
+architecture (BERT-style text encoders). torch, onnx and onnxruntime are imported inside functions so
+importing this module only registers. Every recipe writes one self-contained `model.onnx` (weights
+inline) into ctx.out_dir.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt.errors import CandidateError, library_errors
+from edgeopt.iospec import Feed, IOSpec, TensorSpec
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -28,8 +33,6 @@ if TYPE_CHECKING:
     import onnx
 
 MODEL_FILE = "model.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "sentence_embedding"
 # Activations feeding these come out of GELU: a few channels carry outliers hundreds of times the
 # median, so per-tensor 8-bit activation scales wreck them (see _gelu_consumers).
 _GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "Erf", "Tanh"})
@@ -37,12 +40,6 @@ _GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "Erf", "Tanh
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-
-
-
-
 
 
 def _parent_onnx(ctx: BuildContext, recipe: str) -> Path:
@@ -121,7 +118,7 @@ def _quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
 
 def _heads_and_hidden(ctx: BuildContext) -> tuple[int, int, str | None]:
     """num_heads/hidden_size from the base's config.json; 0 lets the optimizer detect them."""
-    candidates = [ctx.base.tokenizer_dir / "config.json"]
+    candidates = [ctx.base.tokenizer_dir / "config.json"] if ctx.base.tokenizer_dir is not None else []
     if ctx.base.path.is_dir():
         candidates.insert(0, ctx.base.path / "config.json")
     for cfg_path in candidates:
@@ -136,20 +133,75 @@ def _heads_and_hidden(ctx: BuildContext) -> tuple[int, int, str | None]:
     return 0, 0, None
 
 
-def _make_feed(
-    inputs: list[tuple[str, type[np.integer]]], input_ids: np.ndarray, attention_mask: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Feed only the (name, integer dtype) inputs the graph declares; token_type_ids are zeros."""
-    available = {"input_ids": input_ids, "attention_mask": attention_mask}
-    feed: dict[str, np.ndarray] = {}
-    for name, dtype in inputs:
-        if name in available:
-            feed[name] = np.ascontiguousarray(available[name], dtype=dtype)
-        elif name == "token_type_ids":
-            feed[name] = np.zeros(np.shape(input_ids), dtype=dtype)
-        else:
-            raise CandidateError(f"the ONNX model needs an input this pipeline cannot supply: {name!r}")
-    return feed
+# onnxruntime's type strings (NodeArg.type) as numpy dtype names.
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+}
+
+
+def _dim(value: Any, axis: int) -> int | str:
+    """A static size, a symbolic dimension's name, or "dim<axis>" for a dimension with neither."""
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and value:
+        return value
+    return f"dim{axis}"
+
+
+def _session_tensor(arg: Any) -> TensorSpec:
+    dtype = _ORT_DTYPES.get(arg.type)
+    if dtype is None:
+        raise CandidateError(f"ONNX tensor {arg.name!r} has type {arg.type}, which this pipeline cannot feed or read")
+    return TensorSpec(arg.name, dtype, tuple(_dim(d, i) for i, d in enumerate(arg.shape or ())))
+
+
+def _proto_tensor(value: Any) -> TensorSpec:
+    import onnx
+
+    if value.type.WhichOneof("value") != "tensor_type":
+        raise CandidateError(f"ONNX value {value.name!r} is not a tensor, which this pipeline cannot feed or read")
+    tensor = value.type.tensor_type
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    except Exception as exc:  # KeyError/ValueError for undefined or exotic element types
+        raise CandidateError(f"ONNX tensor {value.name!r} has element type {tensor.elem_type}, which this "
+                             f"pipeline cannot feed or read") from exc
+    dims = tensor.shape.dim if tensor.HasField("shape") else []
+    shape = tuple(
+        _dim(d.dim_value if d.HasField("dim_value") else d.dim_param, i) for i, d in enumerate(dims)
+    )
+    return TensorSpec(value.name, dtype, shape)
+
+
+def onnx_io_spec(model: Any) -> IOSpec:
+    """The I/O spec of an `onnx.ModelProto` or of an `onnxruntime.InferenceSession`.
+
+    Inputs are the graph inputs that are not initializers; symbolic dimensions keep their names
+    ("batch", "sequence"), a dimension with neither size nor name becomes "dim<axis>".
+    """
+    if hasattr(model, "get_inputs"):  # an InferenceSession
+        return IOSpec(inputs=tuple(_session_tensor(a) for a in model.get_inputs()),
+                      outputs=tuple(_session_tensor(a) for a in model.get_outputs()))
+    constants = {t.name for t in model.graph.initializer}
+    return IOSpec(inputs=tuple(_proto_tensor(v) for v in model.graph.input if v.name not in constants),
+                  outputs=tuple(_proto_tensor(v) for v in model.graph.output))
+
+
+def served_io_spec(path: Path) -> IOSpec:
+    """The spec the onnxruntime runtime will read off `path`: what BuildOutput.io_spec records.
+
+    Loading resolves the graph with ORT's shape inference, which can be more precise than the file's
+    declarations (the TorchScript exporter names the embedding width symbolically; ORT infers 384).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # shapes only, no rewrite
+    so.intra_op_num_threads = 1
+    return onnx_io_spec(ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,31 +213,37 @@ class OnnxExportOptions(BaseModel):
 
     # 17: first opset with a native LayerNormalization; the TorchScript exporter goes up to 20.
     opset: int = Field(default=17, ge=14, le=20)
-    # "torchscript" gives the graph ORT's transformer optimizer fuses fully; see _export_hf.
+    # "torchscript" gives the graph ORT's transformer optimizer fuses fully; see _export_torch.
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
 
 
-def _export_hf(hf_dir: Path, out: Path, work: Path, opts: OnnxExportOptions, threads: int) -> dict[str, Any]:
+def _export_torch(
+    task: str, hf_dir: Path, out: Path, work: Path, opts: OnnxExportOptions, threads: int
+) -> tuple[dict[str, Any], IOSpec]:
+    """Trace the task's PyTorch form of `hf_dir` into `out`; the details and the graph's I/O spec."""
     import warnings
 
     import torch
 
-    from edgeopt.adapters.torch_eager import sentence_encoder
+    from edgeopt.workloads.base import get_workload
 
     # Exporter choice, measured on all-MiniLM-L6-v2 with torch 2.13 / transformers 5.23 / ORT 1.31:
     # the legacy TorchScript exporter (dynamo=False, deprecated but present) with "eager" attention
-    # is the only combination after which onnxruntime's bert optimizer fuses Attention (6/6),
-    # EmbedLayerNormalization, SkipLayerNormalization (12) and BiasGelu (6). The dynamo exporter's
-    # graph (either attention implementation) and the sdpa trace get no Attention fusion at all,
-    # and the dynamo graph also needs opt_level 2 for SkipLayerNormalization. "dynamo" stays
-    # available, and is used as a fallback if a later torch removes the TorchScript exporter.
+    # (what torch_form(for_export=True) gives) is the only combination after which onnxruntime's bert
+    # optimizer fuses Attention (6/6), EmbedLayerNormalization, SkipLayerNormalization (12) and
+    # BiasGelu (6). The dynamo exporter's graph (either attention implementation) and the sdpa trace
+    # get no Attention fusion at all, and the dynamo graph also needs opt_level 2 for
+    # SkipLayerNormalization. "dynamo" stays available, and is used as a fallback if a later torch
+    # removes the TorchScript exporter.
     torch.set_num_threads(max(1, threads))
-    model = sentence_encoder(hf_dir, attn_implementation="eager")
-    # A padded second row, so the trace records the general attention-mask path. Token values do
-    # not matter to the trace; small ids fit any vocabulary.
-    input_ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 0, 0, 0, 0, 0]])
-    attention_mask = torch.tensor([[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]])
-    args = (input_ids, attention_mask)
+    form = get_workload(task).torch_form(hf_dir, for_export=True)
+    spec = form.io_spec
+    missing = [n for n in spec.input_names if n not in form.example]
+    if missing:
+        raise CandidateError(f"the {task} export example lacks input(s) {', '.join(missing)}")
+    # The example in io_spec's input order: module.forward takes the inputs positionally.
+    args = tuple(torch.from_numpy(a) for a in spec.cast(form.example).values())
+    input_names, output_names = list(spec.input_names), list(spec.output_names)
     tmp = work / MODEL_FILE
     exporter = opts.exporter
     opset = opts.opset
@@ -196,39 +254,40 @@ def _export_hf(hf_dir: Path, out: Path, work: Path, opts: OnnxExportOptions, thr
         if exporter == "torchscript":
             try:
                 torch.onnx.export(
-                    model,
+                    form.module,
                     args,
                     str(tmp),
-                    input_names=list(INPUT_NAMES),
-                    output_names=[OUTPUT_NAME],
+                    input_names=input_names,
+                    output_names=output_names,
                     opset_version=opset,
                     dynamo=False,
-                    dynamic_axes={
-                        "input_ids": {0: "batch", 1: "sequence"},
-                        "attention_mask": {0: "batch", 1: "sequence"},
-                        OUTPUT_NAME: {0: "batch"},
-                    },
+                    dynamic_axes=spec.dynamic_axes(),
                 )
             except (ImportError, TypeError, NotImplementedError):
                 exporter = "dynamo"  # the TorchScript exporter is gone from this torch
         if exporter == "dynamo":
             opset = max(opset, 18)  # the dynamo exporter starts at opset 18
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+            dims: dict[str, Any] = {}  # one torch.export.Dim per axis name: equal names are equal sizes
+            dynamic_shapes = tuple(
+                {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in t.dynamic_axes().items()}
+                or None
+                for t in spec.inputs
+            )
             program = torch.onnx.export(
-                model,
+                form.module,
                 args,
-                input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
+                input_names=input_names,
+                output_names=output_names,
                 opset_version=opset,
                 dynamo=True,
-                dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+                dynamic_shapes=dynamic_shapes,
             )
             if program is None:  # only the TorchScript path returns None
                 raise CandidateError("the dynamo exporter returned no ONNX program")
             program.save(str(tmp), external_data=False)
     _finalize(tmp)  # inline any external data written next to tmp
     shutil.move(str(tmp), str(out))
-    return {"exporter": exporter, "opset": opset, "torch": torch.__version__}
+    return {"exporter": exporter, "opset": opset, "torch": torch.__version__}, served_io_spec(out)
 
 
 def _build_onnx_export(ctx: BuildContext) -> BuildOutput:
@@ -240,12 +299,14 @@ def _build_onnx_export(ctx: BuildContext) -> BuildOutput:
         with library_errors("copying the ONNX base model"):
             shutil.copyfile(ctx.base.path, out)
             head = _finalize(out, source=Path(ctx.base.path))
+            spec = served_io_spec(out)
         return BuildOutput(
             format="onnx",
             runtime="onnxruntime",
             precision=_precision(head),
             model_file=MODEL_FILE,
             details={"source": "onnx-base", "copied_from": str(ctx.base.path)},
+            io_spec=spec.to_dict(),
         )
     if ctx.parent is not None:
         if ctx.parent.format != "hf":
@@ -259,11 +320,12 @@ def _build_onnx_export(ctx: BuildContext) -> BuildOutput:
     work.mkdir()
     try:
         with library_errors("ONNX export"):
-            details = _export_hf(Path(hf_dir), out, work, opts, ctx.threads)
+            details, spec = _export_torch(ctx.base.task, Path(hf_dir), out, work, opts, ctx.threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    details.update({"source": source, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME})
-    return BuildOutput(format="onnx", runtime="onnxruntime", precision="fp32", model_file=MODEL_FILE, details=details)
+    details.update({"source": source, "inputs": list(spec.input_names), "outputs": list(spec.output_names)})
+    return BuildOutput(format="onnx", runtime="onnxruntime", precision="fp32", model_file=MODEL_FILE,
+                       details=details, io_spec=spec.to_dict())
 
 
 register_recipe(
@@ -274,8 +336,8 @@ register_recipe(
         accepts=("base", "hf"),
         base_formats=("hf", "onnx"),
         build=_build_onnx_export,
-        description="Export the sentence encoder (mean pooling + L2 norm) to one FP32 ONNX file; "
-        "an ONNX base model is copied.",
+        description="Export the task's PyTorch module (for text-embedding: the encoder with mean pooling and "
+        "L2 norm) to one FP32 ONNX file; an ONNX base model is copied.",
     )
 )
 
@@ -318,6 +380,7 @@ def _build_ort_optimize(ctx: BuildContext) -> BuildOutput:
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         optimizer.save_model_to_file(str(out), use_external_data_format=False)
         model = _finalize(out)
+        spec = served_io_spec(out)
     return BuildOutput(
         format="onnx",
         runtime="onnxruntime",
@@ -331,6 +394,7 @@ def _build_ort_optimize(ctx: BuildContext) -> BuildOutput:
             "hidden_size": hidden,
             "shape_source": cfg or "detected from graph",
         },
+        io_spec=spec.to_dict(),
     )
 
 
@@ -341,7 +405,85 @@ register_recipe(
         options_model=OrtOptimizeOptions,
         accepts=("onnx",),
         build=_build_ort_optimize,
-        description="onnxruntime.transformers graph fusion (Attention, SkipLayerNorm, Gelu, ...).",
+        description="onnxruntime.transformers graph fusion (Attention, SkipLayerNorm, Gelu, ...) of a BERT-style "
+        "text encoder.",
+        # The fusions match BERT-style attention/embedding subgraphs; other architectures get nothing.
+        tasks=("text-embedding",),
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------
+# ort-graph-optimize
+
+
+class OrtGraphOptimizeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # onnxruntime's own offline graph optimization, for any graph. basic: constant folding and
+    # redundant-node removal (provider-independent); extended: also fusions into contrib ops
+    # (Gelu, LayerNorm, Attention, MatMul+Add, ...); all: also layout-specific kernels (NCHWc) tied to
+    # this CPU's instruction set, which ORT documents as not portable to other machines.
+    level: Literal["basic", "extended", "all"] = "extended"
+
+
+def _build_ort_graph_optimize(ctx: BuildContext) -> BuildOutput:
+    opts: OrtGraphOptimizeOptions = ctx.options
+    src = _parent_onnx(ctx, "ort-graph-optimize")
+    out = ctx.out_dir / MODEL_FILE
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    work = ctx.out_dir / ".work"
+    work.mkdir()
+    try:
+        with library_errors("onnxruntime graph optimization"):
+            import onnx
+            import onnxruntime as ort
+
+            levels = {
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            }
+            tmp = work / MODEL_FILE
+            so = ort.SessionOptions()
+            so.graph_optimization_level = levels[opts.level]
+            so.optimized_model_filepath = str(tmp)  # creating the session writes the optimized graph
+            so.intra_op_num_threads = max(1, ctx.threads)
+            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+            if not tmp.is_file():
+                raise CandidateError("onnxruntime wrote no optimized model")
+            before = Counter(n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node)
+            model = _finalize(tmp)
+            shutil.move(str(tmp), str(out))
+            spec = served_io_spec(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    after = Counter(n.op_type for n in model.graph.node)
+    return BuildOutput(
+        format="onnx",
+        runtime="onnxruntime",
+        precision=_precision(model),
+        model_file=MODEL_FILE,
+        details={
+            "level": opts.level,
+            "onnxruntime": ort.__version__,
+            "nodes_before": sum(before.values()),
+            "nodes_after": sum(after.values()),
+            # Operators the optimization introduced (fused contrib ops), with their counts.
+            "new_ops": {op: n for op, n in sorted(after.items()) if op not in before},
+        },
+        io_spec=spec.to_dict(),
+    )
+
+
+register_recipe(
+    Recipe(
+        name="ort-graph-optimize",
+        framework="onnxruntime",
+        options_model=OrtGraphOptimizeOptions,
+        accepts=("onnx",),
+        build=_build_ort_graph_optimize,
+        description="onnxruntime's own offline graph optimization (basic/extended/all levels) of any ONNX graph.",
     )
 )
 
@@ -390,6 +532,7 @@ def _build_ort_dynamic(ctx: BuildContext) -> BuildOutput:
         )
         shutil.rmtree(work)
         model = _finalize(out)
+        spec = served_io_spec(out)
     return BuildOutput(
         format="onnx",
         runtime="onnxruntime",
@@ -402,6 +545,7 @@ def _build_ort_dynamic(ctx: BuildContext) -> BuildOutput:
             "reduce_range": opts.reduce_range,
             "quantized_ops": _quantized_ops(model),
         },
+        io_spec=spec.to_dict(),
     )
 
 
@@ -459,29 +603,32 @@ def _gelu_consumers(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input and from_gelu(n.input[0])]
 
 
-def _graph_inputs(model: onnx.ModelProto) -> list[tuple[str, type[np.integer]]]:
-    import onnx
+def _calibration_batches(feeds: list[Feed], spec: IOSpec, batch_size: int = 8) -> list[Feed]:
+    """The task's per-sample feeds, consecutive ones concatenated `batch_size` at a time while shapes match.
 
-    constants = {t.name for t in model.graph.initializer}
-    return [
-        (i.name, np.int32 if i.type.tensor_type.elem_type == onnx.TensorProto.INT32 else np.int64)
-        for i in model.graph.input
-        if i.name not in constants
-    ]
+    Small batches: MinMax/histogram calibrators aggregate across them, memory stays low.
+    """
+    batches: list[Feed] = []
+    group: list[Feed] = []
+    for feed in feeds:
+        problem = spec.feed_problem(feed)
+        if problem:
+            raise CandidateError(f"calibration feed does not fit the model: {problem}")
+        feed = spec.cast(feed)
+        if group and (len(group) == batch_size or any(feed[n].shape != group[0][n].shape for n in feed)):
+            batches.append({n: np.concatenate([f[n] for f in group]) for n in spec.input_names})
+            group = []
+        group.append(feed)
+    if group:
+        batches.append({n: np.concatenate([f[n] for f in group]) for n in spec.input_names})
+    return batches
 
 
-def _calibration_batches(
-    model: onnx.ModelProto, calibration: dict[str, np.ndarray], cap: int, batch_size: int = 8
-) -> list[dict[str, np.ndarray]]:
-    ids, mask = calibration.get("input_ids"), calibration.get("attention_mask")
-    if ids is None or mask is None or len(ids) == 0:
-        raise CandidateError("static quantization needs calibration data (input_ids, attention_mask)")
-    ids, mask = np.asarray(ids)[:cap], np.asarray(mask)[:cap]
-    inputs = _graph_inputs(model)
-    # Small batches: MinMax/histogram calibrators aggregate across them, memory stays low.
-    return [
-        _make_feed(inputs, ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(ids), batch_size)
-    ]
+def _seq_len(feeds: list[Feed], spec: IOSpec) -> int | None:
+    """The longest axis 1 of the first input over the feeds (the sequence length of text), if it has one."""
+    first = spec.inputs[0].name if spec.inputs else None
+    lengths = [np.shape(f[first])[1] for f in feeds if first in f and np.ndim(f[first]) >= 2]
+    return int(max(lengths)) if lengths else None
 
 
 def _build_ort_static(ctx: BuildContext) -> BuildOutput:
@@ -514,7 +661,12 @@ def _build_ort_static(ctx: BuildContext) -> BuildOutput:
             excluded = list(opts.nodes_to_exclude)
             if opts.keep_fp32_after_gelu:
                 excluded += [n for n in _gelu_consumers(pre_model) if n not in excluded]
-            batches = _calibration_batches(pre_model, ctx.calibration, opts.calibration_samples)
+            spec = onnx_io_spec(pre_model)
+            # The benchmark's fixed shape: static scales are for what the candidate will run.
+            feeds = ctx.calibration.feeds(spec, own_length=False)[: opts.calibration_samples]
+            if not feeds:
+                raise CandidateError("static quantization needs calibration data; the task's calibration set is empty")
+            batches = _calibration_batches(feeds, spec)
 
             class Reader(CalibrationDataReader):  # defined here: its base class is imported lazily
                 def __init__(self) -> None:
@@ -551,6 +703,7 @@ def _build_ort_static(ctx: BuildContext) -> BuildOutput:
                 },
             )
             model = _finalize(out)
+            served = served_io_spec(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildOutput(
@@ -566,12 +719,13 @@ def _build_ort_static(ctx: BuildContext) -> BuildOutput:
             "weight_type": opts.weight_type,
             "reduce_range": opts.reduce_range,
             "op_types": opts.op_types,
-            "calibration_samples": min(len(ctx.calibration["input_ids"]), opts.calibration_samples),
-            "calibration_seq_len": int(np.asarray(ctx.calibration["input_ids"]).shape[1]),
+            "calibration_samples": len(feeds),
+            "calibration_seq_len": _seq_len(feeds, spec),
             "excluded_nodes": excluded,
             "shape_inference": shape_inference,
             "quantized_ops": _quantized_ops(model),
         },
+        io_spec=served.to_dict(),
     )
 
 
@@ -592,7 +746,10 @@ register_recipe(
 
 
 class OrtRunner:
-    """One InferenceSession on the CPU provider, sequential, with a fixed intra-op thread count."""
+    """One InferenceSession on the CPU provider, sequential, with a fixed intra-op thread count.
+
+    Named tensors in and out; `io_spec` is read off the session (what the graph declares).
+    """
 
     def __init__(self, model_path: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -605,30 +762,25 @@ class OrtRunner:
         self._ort_version = ort.__version__
         self._threads = threads
         self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-        self._inputs: list[tuple[str, type[np.integer]]] = [
-            (i.name, np.int32 if i.type == "tensor(int32)" else np.int64) for i in self._session.get_inputs()
-        ]
-        self._output = self._session.get_outputs()[0].name
+        self.io_spec: IOSpec = onnx_io_spec(self._session)
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = _make_feed(self._inputs, input_ids, attention_mask)
-        (out,) = self._session.run([self._output], feed)
-        out = np.asarray(out, dtype=np.float32)
-        if out.ndim == 3:
-            # A user's model returning last_hidden_state: mean-pool over real tokens.
-            mask = np.asarray(attention_mask, dtype=np.float32)[:, :, None]
-            out = (out * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-        elif out.ndim != 2:
-            raise CandidateError(f"unexpected output rank {out.ndim} from {self._output!r}")
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return (out / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
+    def run(self, feed: Feed) -> Feed:
+        spec = self.io_spec
+        problem = spec.feed_problem(feed)
+        if problem:
+            raise CandidateError(f"onnxruntime: {problem}")
+        outs = self._session.run(list(spec.output_names), spec.cast(feed))
+        return {
+            t.name: np.asarray(v, dtype=np.float32) if t.is_float else np.asarray(v)
+            for t, v in zip(spec.outputs, outs, strict=True)
+        }
 
     def runtime_info(self) -> dict[str, Any]:
         return {
             "onnxruntime": self._ort_version,
             "providers": self._session.get_providers(),
             "intra_op_threads": self._threads,
-            "inputs": [name for name, _ in self._inputs],
+            "inputs": list(self.io_spec.input_names),
         }
 
 

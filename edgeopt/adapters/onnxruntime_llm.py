@@ -237,6 +237,7 @@ register_recipe(
         build=_build_export,
         description="Export a Hugging Face causal LM to one FP32 ONNX file with past/present KV-cache tensors.",
         requires=Requirements(modules=("torch", "transformers", "onnx", "onnxruntime")),
+        families=("generation",),
         tasks=TASKS,
     )
 )
@@ -249,6 +250,7 @@ register_recipe(
         build=_build_matmulnbits,
         description="Block-wise INT4 weight quantization of an LLM's MatMuls (onnxruntime MatMulNBits).",
         requires=Requirements(modules=("onnx", "onnxruntime")),
+        families=("generation",),
         tasks=TASKS,
     )
 )

@@ -1,10 +1,16 @@
 """OpenVINO recipes (ONNX -> IR, NNCF INT8 PTQ, NNCF weight compression) and the OpenVINO runtime.
 
+Named tensors throughout: the runtime is a TensorRunner whose `io_spec` is read off the IR (port
+names, element types, partial shapes), for any task. The IR keeps no names for dynamic dimensions,
+so `ov-convert` stores the ONNX parent's symbolic names ("batch", "sequence") in the IR's rt_info
+(`edgeopt/dim_names`); an IR without them (made elsewhere) gets "dim<axis>".
+
 openvino and nncf are imported inside functions: importing this module only registers.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeopt.errors import CandidateError, short_error
+from edgeopt.iospec import Feed, IOSpec, TensorSpec
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -30,9 +37,11 @@ DEVICE = "CPU"
 # Float precision OpenVINO runs non-quantized ops in. The CPU plugin defaults to bf16 on
 # avx512_bf16/AMX machines, so FP32 candidates must ask for f32 explicitly.
 InferencePrecision = Literal["f32", "bf16", "f16"]
-
-# Inputs a BERT-style encoder may declare; token_type_ids gets zeros (single-segment input).
-_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Where ov-convert records the ONNX parent's dynamic-dimension names in the IR.
+_DIM_NAMES_RT = ["edgeopt", "dim_names"]
+# Ops that only reshape or re-type a constant: a MatMul fed through them still multiplies by a weight.
+_WEIGHT_PATH_OPS = ("Constant", "Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Multiply", "Subtract",
+                    "FakeQuantize", "FakeConvert")
 
 
 class OvConvertOptions(BaseModel):
@@ -80,9 +89,6 @@ class NncfWeightCompressionOptions(BaseModel):
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-
 
 
 def _parent_file(ctx: BuildContext, recipe: str, fmt: str) -> Path:
@@ -134,15 +140,108 @@ def _versions(with_nncf: bool = False) -> dict[str, str]:
     return out
 
 
-def _input_names(model: Any) -> list[str]:
-    """The known input name each model input answers to (IRs may carry several names per port)."""
-    names = []
-    for port in model.inputs:
-        match = [n for n in _KNOWN_INPUTS if n in port.get_names()]
-        if not match:
-            raise CandidateError(f"model input {sorted(port.get_names())} is not one of {_KNOWN_INPUTS}")
-        names.append(match[0])
-    return names
+def _port_spec(port: Any, axis_names: dict[str, Any], kind: str, index: int) -> TensorSpec:
+    """One port as a TensorSpec: its tensor name, numpy dtype and partial shape."""
+    if not port.get_names():
+        raise CandidateError(f"openvino: {kind} {index} of the model has no tensor name; it cannot be fed by name")
+    name = port.get_any_name()
+    try:
+        dtype = np.dtype(port.get_element_type().to_dtype()).name
+    except Exception as exc:  # a dynamic or exotic element type
+        raise CandidateError(f"openvino: {kind} {name!r} has element type {port.get_element_type()}, which this "
+                             f"pipeline cannot feed or read") from exc
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic:
+        raise CandidateError(f"openvino: {kind} {name!r} has a dynamic rank; the pipeline needs a fixed rank")
+    known = axis_names.get(name, {})
+    dims = tuple(
+        int(d.get_length()) if d.is_static else str(known.get(str(axis)) or f"dim{axis}")
+        for axis, d in enumerate(shape)
+    )
+    return TensorSpec(name, dtype, dims)
+
+
+def ir_io_spec(model: Any) -> IOSpec:
+    """The I/O spec of an `ov.Model`: port names (`get_any_name`), numpy dtypes, partial shapes.
+
+    Dynamic dimensions take the names ov-convert recorded in the IR's rt_info, else "dim<axis>".
+    """
+    axis_names: dict[str, Any] = {}
+    if model.has_rt_info(_DIM_NAMES_RT):
+        try:
+            axis_names = json.loads(str(model.get_rt_info(_DIM_NAMES_RT).astype(str)))
+        except ValueError:
+            axis_names = {}
+    return IOSpec(
+        inputs=tuple(_port_spec(p, axis_names, "input", i) for i, p in enumerate(model.inputs)),
+        outputs=tuple(_port_spec(p, axis_names, "output", i) for i, p in enumerate(model.outputs)),
+    )
+
+
+def _record_dim_names(model: Any, parent: IOSpec) -> None:
+    """Store the ONNX parent's dynamic-axis names in the IR (by tensor name), for `ir_io_spec`."""
+    names = {t.name: {str(axis): dim for axis, dim in t.dynamic_axes().items()}
+             for t in (*parent.inputs, *parent.outputs) if t.dynamic_axes()}
+    if names:
+        model.set_rt_info(json.dumps(names, sort_keys=True), _DIM_NAMES_RT)
+
+
+def adopt_names(model: Any, spec: IOSpec) -> None:
+    """Name an IR's tensors after `spec`, by position, and record `spec`'s dynamic-axis names.
+
+    For IRs converted from PyTorch elsewhere (Olive): OpenVINO names their outputs after the trace
+    ("42") or not at all, while `spec` (the task's PyTorch form) has the names the workload reads.
+    """
+    for ports, tensors, kind in ((model.inputs, spec.inputs, "inputs"), (model.outputs, spec.outputs, "outputs")):
+        if len(ports) != len(tensors):
+            raise CandidateError(f"openvino: the model has {len(ports)} {kind}, expected {len(tensors)} "
+                                 f"({', '.join(t.name for t in tensors)})")
+        for port, t in zip(ports, tensors, strict=True):
+            if not port.get_names() or port.get_any_name() != t.name:
+                port.get_tensor().set_names({t.name})
+    _record_dim_names(model, spec)
+
+
+def _onnx_spec(src: Path) -> IOSpec | None:
+    """The ONNX parent's I/O spec (for its dimension names); None if the graph cannot be read."""
+    try:
+        import onnx
+
+        from edgeopt.adapters.onnxruntime import onnx_io_spec
+
+        return onnx_io_spec(onnx.load(str(src), load_external_data=False))
+    except Exception:  # the names are cosmetic: conversion itself reports a broken file
+        return None
+
+
+def _is_weight(node: Any, depth: int = 0) -> bool:
+    """A Constant, possibly reshaped / converted / dequantized on the way (a weight, not an activation)."""
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return True
+    if kind not in _WEIGHT_PATH_OPS or depth > 8:
+        return False
+    return all(_is_weight(node.input_value(i).get_node(), depth + 1) for i in range(node.get_input_size()))
+
+
+def is_transformer(model: Any) -> bool:
+    """Structural check: does the graph contain self-attention?
+
+    Attention is a Softmax plus a MatMul of two activations (Q.K^T, or probabilities.V), or a fused
+    ScaledDotProductAttention op. A CNN or an MLP multiplies activations by weights only, so a
+    classifier's final MatMul + Softmax does not count. Decides NNCF's `model_type`.
+    """
+    ops = list(model.get_ops())
+    types = {op.get_type_name() for op in ops}
+    if "ScaledDotProductAttention" in types:
+        return True
+    if "Softmax" not in types:
+        return False
+    return any(
+        op.get_type_name() == "MatMul"
+        and not any(_is_weight(op.input_value(i).get_node()) for i in range(op.get_input_size()))
+        for op in ops
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +255,10 @@ def _build_ov_convert(ctx: BuildContext) -> BuildOutput:
         import openvino as ov
 
         model = ov.convert_model(str(src))  # external weights (model.onnx.data) are found beside it
-        names = _input_names(model)
+        parent_spec = _onnx_spec(src)
+        if parent_spec is not None:
+            _record_dim_names(model, parent_spec)
+        spec = ir_io_spec(model)
         _save(model, ctx.out_dir, opts.compress_to_fp16)
     except CandidateError:
         raise
@@ -170,37 +272,28 @@ def _build_ov_convert(ctx: BuildContext) -> BuildOutput:
         details={
             "inference_precision": opts.inference_precision,
             "compress_to_fp16": opts.compress_to_fp16,
-            "inputs": names,
-            "outputs": [sorted(p.get_names()) for p in model.outputs],
+            "inputs": list(spec.input_names),
+            "outputs": list(spec.output_names),
             **_versions(),
         },
+        io_spec=spec.to_dict(),
     )
 
 
-def _calibration_items(model: Any, calibration: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """One sample per item, keyed by the IR's input names.
+def _calibration_items(ctx: BuildContext, spec: IOSpec) -> list[Feed]:
+    """One sample per item, keyed by the IR's input names, at its own length where axes are dynamic.
 
-    Trailing padding is trimmed when the sequence axis is dynamic, so activation statistics come
-    from real tokens, not from padding rows the model never attends to.
+    For text, trailing padding is trimmed when the sequence axis is dynamic, so activation statistics
+    come from real tokens, not from padding rows the model never attends to.
     """
-    ids = np.asarray(calibration.get("input_ids"), dtype=np.int64)
-    mask = np.asarray(calibration.get("attention_mask"), dtype=np.int64)
-    if ids.ndim != 2 or ids.shape != mask.shape or ids.shape[0] == 0:
-        raise CandidateError(
-            f"calibration data must be non-empty int64 [N, seq_len] arrays; got {ids.shape} / {mask.shape}"
-        )
-    names = _input_names(model)
-    seq_dynamic = all(p.get_partial_shape()[1].is_dynamic for p in model.inputs)
-    items = []
-    for row_ids, row_mask in zip(ids, mask, strict=True):
-        n = max(int(row_mask.nonzero()[0].max()) + 1, 1) if seq_dynamic and row_mask.any() else len(row_ids)
-        arrays = {
-            "input_ids": row_ids[None, :n],
-            "attention_mask": row_mask[None, :n],
-            "token_type_ids": np.zeros((1, n), dtype=np.int64),
-        }
-        items.append({name: arrays[name] for name in names})
-    return items
+    items = ctx.calibration.feeds(spec, own_length=True)
+    if not items:
+        raise CandidateError("nncf-ptq-int8: the task gave no calibration samples")
+    for item in items:
+        problem = spec.feed_problem(item)
+        if problem:
+            raise CandidateError(f"nncf-ptq-int8: calibration sample does not fit the model: {problem}")
+    return [spec.cast(item) for item in items]
 
 
 def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
@@ -211,8 +304,12 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
         import openvino as ov
 
         model = ov.Core().read_model(str(src))
-        items = _calibration_items(model, ctx.calibration)
+        spec = ir_io_spec(model)
+        items = _calibration_items(ctx, spec)
         subset = min(opts.subset_size, len(items))
+        # NNCF's transformer scheme (SmoothQuant, no quantization of softmax/LayerNorm inputs...) only
+        # where the graph has attention; a CNN gets NNCF's default scheme.
+        transformer = is_transformer(model)
         extra: dict[str, Any] = {}
         if not opts.smooth_quant:
             from nncf.quantization.advanced_parameters import (
@@ -229,7 +326,7 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
         quantized = nncf.quantize(
             model,
             nncf.Dataset(items),  # items are already input dicts: no transform needed
-            model_type=nncf.ModelType.TRANSFORMER,
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
             subset_size=subset,
             preset=nncf.QuantizationPreset(opts.preset),
             fast_bias_correction=opts.fast_bias_correction,
@@ -238,6 +335,7 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
         # FP16 storage would re-round the dequantize scales; keep them exact.
         _save(quantized, ctx.out_dir, compress_to_fp16=False)
         weight_types = _weight_types(quantized)
+        out_spec = ir_io_spec(quantized)
     except CandidateError:
         raise
     except Exception as exc:
@@ -254,10 +352,11 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
             "fast_bias_correction": opts.fast_bias_correction,
             "smooth_quant": opts.smooth_quant,
             "ignored_patterns": list(opts.ignored_patterns),
-            "model_type": "transformer",
+            "model_type": "transformer" if transformer else "default",
             "weight_types": weight_types,
             **_versions(with_nncf=True),
         },
+        io_spec=out_spec.to_dict(),
     )
 
 
@@ -277,6 +376,7 @@ def _build_nncf_weights(ctx: BuildContext) -> BuildOutput:
         )
         _save(compressed, ctx.out_dir, compress_to_fp16=False)
         weight_types = _weight_types(compressed)
+        out_spec = ir_io_spec(compressed)
     except CandidateError:
         raise
     except Exception as exc:
@@ -294,6 +394,7 @@ def _build_nncf_weights(ctx: BuildContext) -> BuildOutput:
             "weight_types": weight_types,
             **_versions(with_nncf=True),
         },
+        io_spec=out_spec.to_dict(),
     )
 
 
@@ -304,7 +405,7 @@ register_recipe(
         options_model=OvConvertOptions,
         accepts=("onnx",),
         build=_build_ov_convert,
-        description="Convert an ONNX model to OpenVINO IR (optionally FP16 weights).",
+        description="Convert any ONNX model to OpenVINO IR (optionally FP16 weights).",
     )
 )
 register_recipe(
@@ -314,7 +415,8 @@ register_recipe(
         options_model=NncfPtqOptions,
         accepts=(IR_FORMAT,),
         build=_build_nncf_ptq,
-        description="NNCF post-training INT8 quantization of weights and activations.",
+        description="NNCF post-training INT8 quantization of weights and activations (NNCF's transformer "
+        "scheme where the graph has attention).",
     )
 )
 register_recipe(
@@ -334,7 +436,7 @@ register_recipe(
 
 
 class OpenVINORunner:
-    """One compiled model; one InferRequest reused by every encode call."""
+    """One compiled model; one InferRequest reused by every call. Named tensors in and out."""
 
     def __init__(self, xml: Path, inference_precision: str, threads: int) -> None:
         import openvino as ov
@@ -349,34 +451,25 @@ class OpenVINORunner:
             hints.performance_mode(): hints.PerformanceMode.LATENCY,
             hints.inference_precision(): _ov_type(inference_precision),
         }
-        self._compiled = core.compile_model(core.read_model(str(xml)), DEVICE, config)
+        model = core.read_model(str(xml))
+        self.io_spec: IOSpec = ir_io_spec(model)  # the read model: the compiled one has no rt_info
+        self._compiled = core.compile_model(model, DEVICE, config)
         self._request = self._compiled.create_infer_request()
-        self._names = _input_names(self._compiled)
-        self._dtypes = [p.get_element_type().to_dtype() for p in self._compiled.inputs]
-        outputs = self._compiled.outputs
-        named = [p for p in outputs if "sentence_embedding" in p.get_names()]
-        self._output = named[0] if named else outputs[0]
+        self._outputs = [(t.name, t.is_float, port)
+                         for t, port in zip(self.io_spec.outputs, self._compiled.outputs, strict=True)]
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        arrays = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": np.zeros_like(input_ids),
-        }
-        feed = {
-            i: np.ascontiguousarray(arrays[name], dtype=dtype)
-            for i, (name, dtype) in enumerate(zip(self._names, self._dtypes, strict=True))
-        }
+    def run(self, feed: Feed) -> Feed:
+        problem = self.io_spec.feed_problem(feed)
+        if problem:
+            raise CandidateError(f"openvino: {problem}")
         try:
-            out = np.asarray(self._request.infer(feed)[self._output], dtype=np.float32)
+            results = self._request.infer(self.io_spec.cast(feed))
+            return {
+                name: np.asarray(results[port], dtype=np.float32) if is_float else np.array(results[port])
+                for name, is_float, port in self._outputs
+            }
         except Exception as exc:
             raise CandidateError(f"openvino: inference failed: {short_error(exc)}") from exc
-        if out.ndim == 3:  # last_hidden_state: mean-pool over real tokens
-            m = attention_mask.astype(np.float32)[..., None]
-            out = (out * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        # Normalising is idempotent for already-normalised outputs and guarantees the contract.
-        norms = np.linalg.norm(out, axis=-1, keepdims=True)
-        return (out / np.clip(norms, 1e-12, None)).astype(np.float32)
 
     def runtime_info(self) -> dict[str, Any]:
         import openvino as ov
@@ -399,6 +492,7 @@ class OpenVINORunner:
             "performance_hint": str(get(hints.performance_mode())),
             "execution_devices": list(get(props.execution_devices())),
             "runtime_precisions": dict(sorted(runtime_precisions.items())),
+            "inputs": list(self.io_spec.input_names),
             "openvino_version": ov.get_version(),
         }
 

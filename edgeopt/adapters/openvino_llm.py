@@ -32,9 +32,11 @@ from edgeopt.adapters.causal_lm_common import (
     weight_reads,
 )
 from edgeopt.errors import CandidateError
+from edgeopt.iospec import stack_feeds
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
+    Calibration,
     Generation,
     Recipe,
     Requirements,
@@ -203,9 +205,9 @@ def _make_stateful_ir(hf_dir: Path, threads: int) -> tuple[Any, dict[str, int]]:
     return model, shape
 
 
-def _calibration_items(model: Any, calibration: dict[str, np.ndarray], subset: int) -> list[dict[str, np.ndarray]]:
+def _calibration_items(model: Any, calibration: Calibration, subset: int) -> list[dict[str, np.ndarray]]:
     """Full-window prompt passes keyed by the IR's inputs; NNCF resets the state before each one."""
-    ids = np.asarray(calibration.get("input_ids", np.empty((0, 0))), dtype=np.int64)
+    ids = np.asarray(stack_feeds(calibration.feeds(), "input_ids"), dtype=np.int64)
     if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
         raise CandidateError(f"calibration input_ids must be non-empty int64 [N, T] windows, got {ids.shape}")
     names = {name for port in model.inputs for name in port.get_names()}
@@ -269,7 +271,7 @@ def _build_nncf_llm(ctx: BuildContext) -> BuildOutput:
 
         model = ov.Core().read_model(str(src))
         extra: dict[str, Any] = {}
-        n_items = 0
+        n_items, items = 0, []
         if opts.data_aware:
             items = _calibration_items(model, ctx.calibration, opts.subset_size)
             n_items = len(items)
@@ -303,7 +305,7 @@ def _build_nncf_llm(ctx: BuildContext) -> BuildOutput:
             "awq": opts.awq,
             "scale_estimation": opts.scale_estimation,
             "calibration_windows": n_items,
-            "calibration_seq_len": int(np.asarray(ctx.calibration["input_ids"]).shape[1]) if n_items else 0,
+            "calibration_seq_len": int(items[0]["input_ids"].shape[1]) if n_items else 0,
             "inference_precision": opts.inference_precision,
             "kv_cache_precision": opts.kv_cache_precision,
             "weight_types": weight_types,
@@ -322,6 +324,7 @@ register_recipe(
         build=_build_ov_causal_lm,
         description="Export a Hugging Face causal LM to a stateful (KV-cache) OpenVINO IR, FP16 or FP32 weights.",
         requires=Requirements(modules=("openvino", "torch", "transformers")),
+        families=("generation",),
         tasks=TASKS,
     )
 )
@@ -334,6 +337,7 @@ register_recipe(
         build=_build_nncf_llm,
         description="NNCF weight compression of an LLM IR: INT8, or INT4 groups with optional AWQ / scale estimation.",
         requires=Requirements(modules=("openvino", "nncf")),
+        families=("generation",),
         tasks=TASKS,
     )
 )

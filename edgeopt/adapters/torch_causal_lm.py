@@ -69,6 +69,7 @@ register_recipe(
         build=_build_torch_causal_lm,
         description="The base causal LM in PyTorch eager, FP32, greedy decoding with a KV cache (baseline).",
         requires=Requirements(modules=("torch", "transformers")),
+        families=("generation",),
         tasks=("causal-lm",),
     )
 )

@@ -1,6 +1,8 @@
-"""PyTorch eager: the FP32 reference candidate, and the sentence-embedding module other exporters trace.
+"""PyTorch eager: the FP32 reference candidate, run as the task's own PyTorch module.
 
-torch and transformers are imported inside functions so importing this module only registers.
+The module comes from the task's workload (`Workload.torch_form`); this adapter only copies the
+weights and runs named tensors through it. torch and transformers are imported inside functions so
+importing this module only registers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.errors import CandidateError
+from edgeopt.iospec import Feed, IOSpec
 from edgeopt.recipes import (
     BuildContext,
     BuildOutput,
@@ -22,54 +25,20 @@ from edgeopt.recipes import (
 )
 
 if TYPE_CHECKING:
-    import torch
+    from edgeopt.workloads.base import TorchForm
 
 # Files of a Hugging Face folder that define the model itself (the tokenizer lives in base.tokenizer_dir).
 _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "model.safetensors"
 _SHARD_INDEX = "model.safetensors.index.json"
+# The task of a torch candidate whose details name none (built when this runtime was text-embedding only).
+_LEGACY_TASK = "text-embedding"
 
 
-def sentence_encoder(hf_dir: Path | str, attn_implementation: str = "sdpa") -> torch.nn.Module:
-    """Build a module mapping (input_ids, attention_mask) to L2-normalised mean-pooled embeddings.
+def _torch_form(task: str, model_dir: Path) -> TorchForm:
+    from edgeopt.workloads.base import get_workload
 
-    attn_implementation: "sdpa" is fastest in eager torch; "eager" exports to the plain
-    MatMul/Softmax pattern that onnxruntime's transformer optimizer fuses into Attention.
-    """
-    # Defined here so that torch is imported only when a model is actually built.
-    import torch
-    from transformers import AutoModel
-
-    class SentenceEncoder(torch.nn.Module):
-        def __init__(self, backbone: torch.nn.Module) -> None:
-            super().__init__()
-            self.backbone = backbone
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            # token_type_ids are all zeros for single sentences; passing them explicitly keeps
-            # them out of the exported graph's inputs.
-            token_type_ids = torch.zeros_like(input_ids)
-            hidden = self.backbone(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            summed = (hidden * mask).sum(dim=1)
-            counts = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = summed / counts
-            return torch.nn.functional.normalize(pooled, p=2.0, dim=1).to(torch.float32)
-
-    try:
-        # use_safetensors=True: refuse pickled .bin weights, loading must never unpickle.
-        backbone = AutoModel.from_pretrained(
-            str(hf_dir),
-            use_safetensors=True,
-            dtype=torch.float32,
-            attn_implementation=attn_implementation,
-            local_files_only=True,
-        )
-    except Exception as exc:  # transformers raises many types (OSError, ValueError, ...)
-        raise CandidateError(f"cannot load Hugging Face model from {hf_dir}: {exc}") from exc
-    return SentenceEncoder(backbone).eval()
+    return get_workload(task).torch_form(model_dir)
 
 
 def _build_torch_eager(ctx: BuildContext) -> BuildOutput:
@@ -91,12 +60,15 @@ def _build_torch_eager(ctx: BuildContext) -> BuildOutput:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     for name in [_CONFIG_FILE, *weights]:
         shutil.copy2(src / name, ctx.out_dir / name)
+    # Loading the copy proves the task can run it, and gives the spec the runtime will serve.
+    spec = _torch_form(ctx.base.task, ctx.out_dir).io_spec
     return BuildOutput(
         format="hf",
         runtime="torch",
         precision="fp32",
         model_file=model_file,
-        details={"files": [_CONFIG_FILE, *weights]},
+        details={"files": [_CONFIG_FILE, *weights], "task": ctx.base.task},
+        io_spec=spec.to_dict(),
     )
 
 
@@ -114,30 +86,43 @@ register_recipe(
 
 
 class TorchRunner:
-    """Runs a SentenceEncoder under inference_mode with a fixed thread count."""
+    """The task's PyTorch module under inference_mode with a fixed thread count: named tensors in and out."""
 
-    def __init__(self, model_dir: Path, threads: int) -> None:
+    def __init__(self, model_dir: Path, task: str, threads: int) -> None:
         import torch
 
         self._torch = torch
         self._threads = threads
         torch.set_num_threads(threads)
-        self._model = sentence_encoder(model_dir)
+        form = _torch_form(task, model_dir)
+        self._module = form.module.eval()
+        self.io_spec: IOSpec = form.io_spec
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, feed: Feed) -> Feed:
         torch = self._torch
+        spec = self.io_spec
+        problem = spec.feed_problem(feed)
+        if problem:
+            raise CandidateError(f"torch runtime: {problem}")
+        args = [torch.from_numpy(a) for a in spec.cast(feed).values()]  # in io_spec's input order
         # Set per call too: another adapter in the same process may have changed it.
         torch.set_num_threads(self._threads)
         with torch.inference_mode():
-            out = self._model(
-                torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)),
-                torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)),
-            )
-        return out.numpy().astype(np.float32, copy=False)
+            out = self._module(*args)
+        outs = tuple(out) if isinstance(out, tuple | list) else (out,)
+        if len(outs) != len(spec.outputs):
+            raise CandidateError(f"the torch module returned {len(outs)} output(s), its spec declares "
+                                 f"{len(spec.outputs)} ({', '.join(spec.output_names)})")
+        result: Feed = {}
+        for t, value in zip(spec.outputs, outs, strict=True):
+            array = value.detach().cpu().numpy()
+            result[t.name] = array.astype(np.float32, copy=False) if t.is_float else array
+        return result
 
     def runtime_info(self) -> dict[str, Any]:
         torch = self._torch
-        return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                "inputs": list(self.io_spec.input_names)}
 
 
 @register_runtime("torch")
@@ -147,4 +132,8 @@ def load_torch(candidate_dir: Path, model_file: str, details: dict[str, Any], th
         raise CandidateError(f"the torch runtime loads safetensors weights only, not {model_file!r}")
     if not (Path(candidate_dir) / model_file).is_file():
         raise CandidateError(f"{Path(candidate_dir) / model_file} does not exist")
-    return TorchRunner(Path(candidate_dir), threads)
+    # Candidates built before the task was recorded ran the sentence encoder: the torch runtime knew no other.
+    task = details.get("task", _LEGACY_TASK)
+    if not isinstance(task, str) or not task:
+        raise CandidateError(f"the torch runtime needs the task its module comes from, got {task!r}")
+    return TorchRunner(Path(candidate_dir), task, threads)

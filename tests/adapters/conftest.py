@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeopt.recipes import BaseModelInfo, get_runtime
+from edgeopt.recipes import BaseModelInfo, Calibration, WorkloadCalibration, get_runtime
 
 THREADS = 2
 SENTENCES = [
@@ -88,6 +88,18 @@ def calibration(tokenizer: Any) -> dict[str, np.ndarray]:
     return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
 
+@pytest.fixture(scope="session")
+def calibration_feeds(calibration: dict[str, np.ndarray]) -> Calibration:
+    """`calibration` as the pipeline hands it to recipes: the text-embedding workload's per-sample feeds."""
+    from edgeopt.workloads.base import get_workload
+
+    inputs = {f"calibration_{k}": v for k, v in calibration.items()}
+    return WorkloadCalibration(get_workload("text-embedding"), inputs)
+
+
 @pytest.fixture(scope="module")
 def reference(hf_dir: Path, tokens: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    return get_runtime("torch")(hf_dir, "model.safetensors", {}, THREADS).encode(*tokens)
+    from edgeopt.workloads.text_embedding.embeddings import encode
+
+    runner = get_runtime("torch")(hf_dir, "model.safetensors", {"task": "text-embedding"}, THREADS)
+    return encode(runner, *tokens)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import CandidateError
-from edgeopt.recipes import BaseModelInfo, BuildContext, ParentArtifact, get_recipe
+from edgeopt.recipes import BaseModelInfo, BuildContext, FeedList, ParentArtifact, get_recipe
 
 pytest.importorskip("llama_cpp")
 
 
 @pytest.fixture(scope="module")
 def q4_1() -> Path:
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
 
     return bundled_smollm2_gguf()
 
@@ -31,7 +31,7 @@ def ctx(b: BaseModelInfo, out: Path, parent: ParentArtifact | None = None, **opt
     recipe = get_recipe("gguf-quantize")
     out.mkdir(parents=True)
     return BuildContext(base=b, parent=parent, out_dir=out, options=recipe.options_model.model_validate(options),
-                        calibration={"input_ids": np.zeros((0, 8), dtype=np.int64)}, threads=2)
+                        calibration=FeedList(), threads=2)
 
 
 def test_options_know_llama_quantize_types() -> None:
@@ -85,7 +85,7 @@ def test_imatrix_needs_the_hf_form(q4_1: Path, tmp_path: Path) -> None:
 
 def test_runner_logits_match_the_reference_harness(q4_1: Path) -> None:
     from edgeopt.adapters.llamacpp import LlamaCppRunner
-    from edgeopt.llm.logits import llamacpp_logits, token_windows
+    from edgeopt.workloads.causal_lm.logits import llamacpp_logits, token_windows
 
     window = token_windows(q4_1, 1, 48)
     runner = LlamaCppRunner(q4_1, threads=2)

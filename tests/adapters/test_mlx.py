@@ -16,8 +16,10 @@ import pytest
 from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
+from edgeopt.iospec import IOSpec
 from edgeopt.lineage import tree_size_bytes
-from edgeopt.recipes import BaseModelInfo, BuildContext, BuildOutput, get_recipe, get_runtime
+from edgeopt.recipes import BaseModelInfo, BuildContext, BuildOutput, FeedList, get_recipe, get_runtime
+from edgeopt.workloads.text_embedding import embeddings
 
 pytest.importorskip("mlx.core", reason="mlx-convert declares Requirements(modules=('mlx',))")
 
@@ -31,14 +33,16 @@ def build(base: BaseModelInfo, tmp_path_factory: pytest.TempPathFactory) -> Any:
         out = tmp_path_factory.mktemp("mlx") / "candidate"
         out.mkdir()
         output = recipe.build(BuildContext(base=base_model or base, parent=None, out_dir=out,
-                                           options=recipe.options_model(**options), calibration={}, threads=THREADS))
+                                           options=recipe.options_model(**options), calibration=FeedList(),
+                                           threads=THREADS))
         return out, output
 
     return _build
 
 
 def encode(folder: Path, output: BuildOutput, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return get_runtime(output.runtime)(folder, output.model_file, output.details, THREADS).encode(ids, mask)
+    runner = get_runtime(output.runtime)(folder, output.model_file, output.details, THREADS)
+    return embeddings.encode(runner, ids, mask)
 
 
 def min_cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,6 +99,27 @@ def test_int8_and_int4_quantize_the_linear_layers(build: Any, fp32: tuple[Path, 
     assert tree_size_bytes(int4_dir) < 0.2 * tree_size_bytes(fp32[0])  # the embedding table is half of MiniLM's bytes
     emb4 = encode(int4_dir, int4, *tokens)
     assert 0.93 <= min_cos(emb4, reference) < 0.999  # 4-bit visibly loses precision, but stays close
+
+
+def test_named_tensors_and_task(fp32: tuple[Path, BuildOutput], tokens: tuple[np.ndarray, np.ndarray]) -> None:
+    folder, output = fp32
+    recipe = get_recipe("mlx-convert")
+    # A BERT re-implementation: text-embedding only.
+    assert recipe.tasks == ("text-embedding",)
+    assert recipe.serves("text-embedding", "tensor") and not recipe.serves("image-classification", "tensor")
+    runner = get_runtime("mlx")(folder, output.model_file, output.details, THREADS)
+    assert output.io_spec == runner.io_spec.to_dict()
+    spec = runner.io_spec
+    assert spec == IOSpec.from_dict(output.io_spec or {})
+    assert spec.input_names == ("input_ids", "attention_mask") and spec.output_names == ("sentence_embedding",)
+    assert spec.dynamic_axes() == {"input_ids": {0: "batch", 1: "sequence"},
+                                   "attention_mask": {0: "batch", 1: "sequence"}, "sentence_embedding": {0: "batch"}}
+    ids, mask = tokens
+    out = runner.run({"input_ids": ids, "attention_mask": mask})
+    assert list(out) == ["sentence_embedding"]
+    assert out["sentence_embedding"].shape == (len(ids), 384) and out["sentence_embedding"].dtype == np.float32
+    with pytest.raises(CandidateError, match="attention_mask"):
+        runner.run({"input_ids": ids})
 
 
 def test_runtime_reports_threads(fp32: tuple[Path, BuildOutput]) -> None:

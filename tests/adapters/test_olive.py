@@ -2,7 +2,8 @@
 
 One fixed pass list (conversion -> ORT fusion -> dynamic INT8), one OpenVINO conversion, and one
 small Olive search (2 points); every output is run by this project's runtimes and compared with
-torch-eager. Measured on these sentences: the per-channel dynamic INT8 workflow 0.991 min cosine,
+torch-eager. Olive's input model is the task's PyTorch form (`torch_form(for_export=True)`), its
+io_config the form's I/O spec. Measured on these sentences: the per-channel dynamic INT8 workflow 0.991 min cosine,
 Olive's default per-tensor 0.943; the OpenVINO IR (FP16 weights) 0.99999.
 """
 
@@ -17,7 +18,9 @@ import pytest
 from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
-from edgeopt.recipes import BaseModelInfo, BuildContext, BuildOutput, get_recipe, get_runtime
+from edgeopt.iospec import IOSpec
+from edgeopt.recipes import BaseModelInfo, BuildContext, BuildOutput, Calibration, get_recipe, get_runtime
+from edgeopt.workloads.text_embedding import embeddings
 
 pytest.importorskip("olive", reason="the Olive recipes declare Requirements(modules=('olive',))")
 
@@ -25,13 +28,13 @@ THREADS = 2
 
 
 @pytest.fixture(scope="module")
-def build(base: BaseModelInfo, calibration: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def build(base: BaseModelInfo, calibration_feeds: Calibration, tmp_path_factory: pytest.TempPathFactory) -> Any:
     def _build(recipe_name: str, base_model: BaseModelInfo | None = None, **options: Any) -> tuple[Path, BuildOutput]:
         recipe = get_recipe(recipe_name)
         out = tmp_path_factory.mktemp(recipe_name) / "candidate"
         out.mkdir()
         output = recipe.build(BuildContext(base=base_model or base, parent=None, out_dir=out,
-                                           options=recipe.options_model(**options), calibration=calibration,
+                                           options=recipe.options_model(**options), calibration=calibration_feeds,
                                            threads=THREADS))
         assert (out / output.model_file).is_file()
         return out, output
@@ -40,7 +43,9 @@ def build(base: BaseModelInfo, calibration: dict[str, np.ndarray], tmp_path_fact
 
 
 def encode(folder: Path, output: BuildOutput, tokens: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    return get_runtime(output.runtime)(folder, output.model_file, output.details, THREADS).encode(*tokens)
+    runner = get_runtime(output.runtime)(folder, output.model_file, output.details, THREADS)
+    assert output.io_spec is not None and runner.io_spec == IOSpec.from_dict(output.io_spec)
+    return embeddings.encode(runner, *tokens)
 
 
 def min_cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -73,6 +78,19 @@ def test_fixed_workflow_dynamic_int8(build: Any, tokens: tuple[np.ndarray, np.nd
     graph = onnx.load(str(folder / out.model_file)).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
     assert [o.name for o in graph.output] == ["sentence_embedding"]
+    # The I/O spec of the output, and Olive's io_config, are the task form's.
+    spec = IOSpec.from_dict(out.io_spec or {})
+    assert spec.input_names == ("input_ids", "attention_mask") and spec.output_names == ("sentence_embedding",)
+    assert spec.dynamic_axes()["input_ids"] == {0: "batch", 1: "sequence"}
+    workflow = json.loads((folder / "olive" / "workflow.json").read_text())
+    assert workflow["input_model"]["io_config"] == {
+        "input_names": ["input_ids", "attention_mask"],
+        "input_types": ["int64", "int64"],
+        "output_names": ["sentence_embedding"],
+        "dynamic_axes": {"input_ids": {"0": "batch", "1": "sequence"},
+                         "attention_mask": {"0": "batch", "1": "sequence"}, "sentence_embedding": {"0": "batch"}},
+    }
+    assert d["task"] == "text-embedding" and "SentenceEncoder" in d["input_model"]
     assert min_cos(encode(folder, out, tokens), reference) >= 0.98
     # Olive's cache and outputs live in a temporary folder, not in the working directory.
     assert olive_files_in_cwd() == cwd_before
@@ -84,7 +102,28 @@ def test_openvino_conversion_pass(build: Any, tokens: tuple[np.ndarray, np.ndarr
     assert out.precision == "fp16" and out.details["inference_precision"] == "f32"  # FP16 weights, FP32 compute
     assert (folder / "model.bin").is_file()
     assert out.details["passes"][0]["config"]["compress_to_fp16"] is True
+    # OpenVINO names the traced output "42"; the candidate's IR carries the form's names instead.
+    spec = IOSpec.from_dict(out.io_spec or {})
+    assert spec.input_names == ("input_ids", "attention_mask") and spec.output_names == ("sentence_embedding",)
+    assert spec.input("input_ids").shape == ("batch", "sequence")
     assert min_cos(encode(folder, out, tokens), reference) >= 0.999
+
+
+def test_openvino_quantization_with_calibration_files(build: Any, tokens: tuple[np.ndarray, np.ndarray],
+                                                      reference: np.ndarray) -> None:
+    """Olive's NNCF pass: the task's calibration feeds (fixed benchmark shape) as raw files per input name."""
+    folder, out = build("olive-workflow", passes=["openvino_conversion", "openvino_quantization"],
+                        calibration_samples=8)
+    assert (out.format, out.runtime, out.precision) == ("openvino-ir", "openvino", "int8")
+    assert out.details["calibration_samples"] == 8
+    workflow = json.loads((folder / "olive" / "workflow.json").read_text())
+    params = workflow["data_configs"][0]["load_dataset_config"]["params"]
+    assert params["input_names"] == ["input_ids", "attention_mask"]
+    assert params["input_shapes"] == [[1, 32], [1, 32]] and params["input_types"] == ["int64", "int64"]
+    quantization = workflow["passes"]["openvino_quantization"]
+    assert quantization["data_config"] == "edgeopt_calibration"
+    assert quantization["model_type"] == "TRANSFORMER"  # the form has attention modules
+    assert min_cos(encode(folder, out, tokens), reference) >= 0.9
 
 
 def test_olive_search_keeps_olives_best(build: Any, tokens: tuple[np.ndarray, np.ndarray],
@@ -129,6 +168,9 @@ def test_options_are_checked(build: Any, hf_dir: Path, tmp_path: Path) -> None:
             options(**bad)
     with pytest.raises(ValidationError):
         get_recipe("olive-optimize").options_model(quant_modes=[])
+    # The fixed workflow serves any task with a PyTorch form; the search is a sentence-encoder search.
+    assert get_recipe("olive-workflow").tasks == ()
+    assert get_recipe("olive-optimize").tasks == ("text-embedding",)
     onnx_base = BaseModelInfo(path=tmp_path / "m.onnx", format="onnx", tokenizer_dir=hf_dir, sha256="x",
                               task="text-embedding")
     with pytest.raises(CandidateError, match="Hugging Face base model"):

@@ -7,6 +7,9 @@ INT8 thresholds: on these 8 sentences the defaults measured min cosines of 0.991
 per-channel) and 0.986-0.992 (static QDQ, unfused/fused parent). Per-tensor dynamic weights gave
 0.93 and static without the GELU exclusion 0.90, so 0.98 / 0.97 catch a lost default while
 leaving room for kernel and calibration noise.
+
+Calibration is the text-embedding workload's own feeds (conftest `calibration_feeds`), as in the
+pipeline; the runners are driven through `embeddings.encode`, the task's one pre/post-processing.
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from edgeopt.adapters.onnxruntime import _calibration_batches, onnx_io_spec
 from edgeopt.errors import CandidateError
 from edgeopt.recipes import (
     BaseModelInfo,
     BuildContext,
     BuildOutput,
+    Calibration,
+    FeedList,
     NoOptions,
     ParentArtifact,
     get_recipe,
     get_runtime,
 )
+from edgeopt.workloads.text_embedding import embeddings
 
 THREADS = 2
 
@@ -51,7 +58,7 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def build(base: BaseModelInfo, calibration: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def build(base: BaseModelInfo, calibration_feeds: Calibration, tmp_path_factory: pytest.TempPathFactory) -> Any:
     def _build(
         recipe_name: str,
         parent: Built | None,
@@ -66,21 +73,32 @@ def build(base: BaseModelInfo, calibration: dict[str, np.ndarray], tmp_path_fact
             parent=parent.artifact if parent else None,
             out_dir=out,
             options=recipe.options_model(**options),
-            calibration=calibration,
+            calibration=calibration_feeds,
             threads=THREADS,
         )
         output = recipe.build(ctx)
         assert (out / output.model_file).is_file()
-        return Built(ParentArtifact(recipe_name, out, output.format, output.model_file), output)
+        built = Built(ParentArtifact(recipe_name, out, output.format, output.model_file), output)
+        # Every tensor recipe records the spec its runtime then serves.
+        assert output.io_spec == runner_of(built).io_spec.to_dict()
+        return built
 
     return _build
 
 
+def runner_of(built: Built) -> Any:
+    return get_runtime(built.output.runtime)(built.artifact.dir, built.artifact.model_file, built.output.details,
+                                             THREADS)
+
+
 def encode(built: Built, tokens: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    runner = get_runtime(built.output.runtime)(
-        built.artifact.dir, built.artifact.model_file, built.output.details, THREADS
-    )
-    return runner.encode(*tokens)
+    return embeddings.encode(runner_of(built), *tokens)
+
+
+def onnx_model(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -136,6 +154,15 @@ def assert_single_file(built: Built) -> None:
 # onnx-export
 
 
+MINILM_SPEC = {
+    "inputs": [
+        {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
+        {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "sequence"]},
+    ],
+    "outputs": [{"name": "sentence_embedding", "dtype": "float32", "shape": ["batch", 384]}],
+}
+
+
 def test_export_graph_interface(fp32: Built) -> None:
     import onnx
 
@@ -149,6 +176,88 @@ def test_export_graph_interface(fp32: Built) -> None:
         dims = i.type.tensor_type.shape.dim
         assert [d.dim_param for d in dims] == ["batch", "sequence"]
     assert [o.name for o in graph.output] == ["sentence_embedding"]
+    assert (fp32.output.details["inputs"], fp32.output.details["outputs"]) == (
+        ["input_ids", "attention_mask"], ["sentence_embedding"])
+
+
+def test_io_spec_names_inputs_outputs_and_dynamic_axes(fp32: Built) -> None:
+    from edgeopt.workloads.text_embedding.model import text_io_spec
+
+    # Recorded by the recipe, served by the runtime: the task's torch form, traced.
+    assert fp32.output.io_spec == MINILM_SPEC == text_io_spec(384).to_dict()
+    spec = runner_of(fp32).io_spec
+    assert spec.dynamic_axes() == {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "sentence_embedding": {0: "batch"},
+    }
+    # The file itself declares the same inputs; the TorchScript exporter leaves the embedding width
+    # symbolic under a name of its own (the graph is kept byte-identical, see below), which ORT's shape
+    # inference resolves to 384 on load.
+    declared = onnx_io_spec(onnx_model(fp32.path))
+    assert declared.inputs == spec.inputs
+    (out,) = declared.outputs
+    assert (out.name, out.dtype, out.shape[0]) == ("sentence_embedding", "float32", "batch")
+    assert isinstance(out.shape[1], str)
+
+
+def test_export_is_the_plain_torchscript_trace(fp32: Built, hf_dir: Path, tmp_path: Path) -> None:
+    """Byte for byte what a direct torch.onnx.export of the eager-attention encoder writes (the graph the
+    optimizer and quantizers were tuned on), so candidates and their quality are unchanged."""
+    import warnings
+
+    import torch
+
+    from edgeopt.workloads.text_embedding.model import sentence_encoder
+
+    model = sentence_encoder(hf_dir, attn_implementation="eager")
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 0, 0, 0, 0, 0]])
+    mask = torch.tensor([[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]])
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (ids, mask), str(path),
+            input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
+            opset_version=17, dynamo=False,
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "sentence_embedding": {0: "batch"}},
+        )
+    assert path.read_bytes() == fp32.path.read_bytes()
+
+
+def test_runner_runs_named_tensors(fp32: Built, tokens: tuple[np.ndarray, np.ndarray]) -> None:
+    runner = runner_of(fp32)
+    ids, mask = tokens
+    out = runner.run({"input_ids": ids.astype(np.int32), "attention_mask": mask})  # cast to the graph's int64
+    assert list(out) == ["sentence_embedding"]
+    assert out["sentence_embedding"].shape == (len(ids), 384) and out["sentence_embedding"].dtype == np.float32
+    with pytest.raises(CandidateError, match="missing input"):
+        runner.run({"input_ids": ids})
+    with pytest.raises(CandidateError, match="rank"):
+        runner.run({"input_ids": ids[0], "attention_mask": mask[0]})
+
+
+def test_io_spec_of_unnamed_dims(tmp_path: Path) -> None:
+    """A dimension with neither size nor name is "dim<axis>", in the graph and in the session."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", None, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "bias"], ["y"])], "g", [x], [y], [bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "model.onnx"))
+    spec = onnx_io_spec(model)
+    assert spec.inputs[0].to_dict() == {"name": "x", "dtype": "float32", "shape": ["n", "dim1", 3]}
+    assert spec.input_names == ("x",)  # initializers are not inputs
+    runner = get_runtime("onnxruntime")(tmp_path, "model.onnx", {}, THREADS)
+    assert runner.io_spec.inputs == spec.inputs
+    out = runner.run({"x": np.zeros((2, 5, 3), dtype=np.float64)})  # cast to float32
+    np.testing.assert_array_equal(out["y"], np.broadcast_to(np.float32([1, 2, 3]), (2, 5, 3)))
+    assert out["y"].dtype == np.float32
 
 
 def test_export_matches_torch(sentences: list[str], fp32: Built, tokens: tuple[np.ndarray, np.ndarray],
@@ -215,6 +324,7 @@ def test_static_int8(
     details = static_int8.output.details
     assert static_int8.output.precision == "int8"
     assert details["calibration_samples"] == len(calibration_sentences)
+    assert details["calibration_seq_len"] == 32  # the fixed (benchmark) shape, not each sentence's own
     assert len(details["excluded_nodes"]) == 6  # each layer's FFN output projection stays float
     assert details["quantized_ops"].get("QuantizeLinear", 0) > 0
     assert_single_file(static_int8)
@@ -232,6 +342,97 @@ def test_static_int8_on_fused_parent(
     assert min_cosine(encode(built, tokens), reference) >= 0.97
 
 
+def test_calibration_batches_are_the_fixed_shape_rows_eight_at_a_time(
+    calibration_feeds: Calibration, calibration: dict[str, np.ndarray], fp32: Built
+) -> None:
+    """The workload's per-sample feeds make the batches the arrays' slices [0:8], [8:16] made before."""
+    spec = onnx_io_spec(onnx_model(fp32.path))
+    batches = _calibration_batches(calibration_feeds.feeds(spec), spec)
+    assert len(batches) == 2
+    for i, batch in enumerate(batches):
+        assert list(batch) == ["input_ids", "attention_mask"]
+        for name in batch:
+            assert batch[name].dtype == np.int64
+            np.testing.assert_array_equal(batch[name], calibration[name][8 * i : 8 * (i + 1)])
+    # At their own lengths (what per-sample quantizers get), batches break where the shape changes.
+    own = calibration_feeds.feeds(spec, own_length=True)
+    lengths = [f["input_ids"].shape[1] for f in own]
+    assert len(set(lengths)) > 1
+    batches = _calibration_batches(own, spec)
+    assert sum(len(b["input_ids"]) for b in batches) == len(own)
+    assert all(len(b["input_ids"]) <= 8 for b in batches)
+    runs = sum(1 for i, n in enumerate(lengths) if i == 0 or n != lengths[i - 1])
+    assert len(batches) >= runs
+
+
+# ----------------------------------------------------------------------------------------------
+# ort-graph-optimize
+
+
+def test_graph_optimize_extended(
+    build: Any, fp32: Built, tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray
+) -> None:
+    import onnxruntime as ort
+
+    built = build("ort-graph-optimize", fp32)
+    details = built.output.details
+    assert (built.output.format, built.output.runtime, built.output.precision) == ("onnx", "onnxruntime", "fp32")
+    assert details["level"] == "extended" and details["onnxruntime"] == ort.__version__
+    assert_single_file(built)
+    # ORT's own fusions replaced the exported primitive ops with fewer, fused contrib ops.
+    assert details["nodes_after"] < details["nodes_before"]
+    assert details["new_ops"], details
+    assert sum(op_counts(built.path).values()) == details["nodes_after"]
+    assert built.output.io_spec == MINILM_SPEC
+    assert min_cosine(encode(built, tokens), reference) >= 0.9999
+
+
+def test_graph_optimize_basic_on_a_tiny_model(build: Any, base: BaseModelInfo, tmp_path: Path) -> None:
+    """Any graph, not only encoders: a small torch MLP exported here, constant-folded at level basic."""
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.scale = torch.nn.Parameter(torch.tensor([2.0]), requires_grad=False)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.fc(x) * (self.scale * 0.5 + 1.0)  # a constant subexpression basic folds away
+            return torch.softmax(y, dim=-1), y.argmax(dim=-1)
+
+    module = Tiny().eval()
+    user = tmp_path / "user"
+    user.mkdir()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(2, 4),), str(user / "model.onnx"), input_names=["x"],
+                          output_names=["probs", "label"], dynamic_axes={"x": {0: "n"}, "probs": {0: "n"},
+                                                                          "label": {0: "n"}},
+                          opset_version=17, dynamo=False, do_constant_folding=False)
+    parent = Built(ParentArtifact("tiny", user, "onnx", "model.onnx"), BuildOutput("onnx", "onnxruntime", "fp32",
+                                                                                    "model.onnx"))
+    built = build("ort-graph-optimize", parent, level="basic")
+    assert built.output.details["level"] == "basic"
+    assert built.output.details["nodes_after"] < built.output.details["nodes_before"]
+    assert built.output.io_spec == {
+        "inputs": [{"name": "x", "dtype": "float32", "shape": ["n", 4]}],
+        "outputs": [{"name": "probs", "dtype": "float32", "shape": ["n", 3]},
+                    {"name": "label", "dtype": "int64", "shape": ["n"]}],
+    }
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    out = runner_of(built).run({"x": x})
+    with torch.inference_mode():
+        probs, label = module(torch.from_numpy(x))
+    np.testing.assert_allclose(out["probs"], probs.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["label"], label.numpy())
+    assert out["label"].dtype == np.int64
+
+
 # ----------------------------------------------------------------------------------------------
 # user ONNX models
 
@@ -245,6 +446,7 @@ def test_onnx_base_is_copied(
     copied = build("onnx-export", None, base_model=onnx_base)
     assert copied.path.read_bytes() == fp32.path.read_bytes()
     assert copied.output.details["source"] == "onnx-base"
+    assert copied.output.io_spec == MINILM_SPEC
     assert min_cosine(encode(copied, tokens), reference) >= 0.9999
 
 
@@ -297,7 +499,9 @@ def test_runtime_pools_hidden_states_and_feeds_token_type_ids(
     runner = get_runtime("onnxruntime")(tmp_path, "model.onnx", {}, THREADS)
     assert runner.runtime_info()["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert "CPUExecutionProvider" in runner.runtime_info()["providers"]
-    emb = runner.encode(*tokens)
+    assert [t.shape for t in runner.io_spec.inputs] == [("b", "s")] * 3
+    assert runner.io_spec.outputs[0].name == "last_hidden_state" and len(runner.io_spec.outputs[0].shape) == 3
+    emb = embeddings.encode(runner, *tokens)
     assert emb.shape == (len(sentences), 384)
     assert min_cosine(emb, reference) >= 0.9999
 
@@ -313,7 +517,7 @@ def test_library_failures_become_candidate_errors(build: Any, torch_eager: Built
     broken_dir.mkdir()
     (broken_dir / "model.onnx").write_bytes(b"this is not a protobuf")
     broken = Built(ParentArtifact("broken", broken_dir, "onnx", "model.onnx"), BuildOutput("onnx", "x", "x", "x"))
-    for recipe in ("ort-transformer-optimize", "ort-dynamic-int8", "ort-static-int8"):
+    for recipe in ("ort-transformer-optimize", "ort-graph-optimize", "ort-dynamic-int8", "ort-static-int8"):
         with pytest.raises(CandidateError):
             build(recipe, broken)
     with pytest.raises(CandidateError):
@@ -322,7 +526,7 @@ def test_library_failures_become_candidate_errors(build: Any, torch_eager: Built
 
 def test_static_needs_calibration(optimized: Built, base: BaseModelInfo, tmp_path: Path) -> None:
     recipe = get_recipe("ort-static-int8")
-    ctx = BuildContext(base, optimized.artifact, tmp_path, recipe.options_model(), {}, THREADS)
+    ctx = BuildContext(base, optimized.artifact, tmp_path, recipe.options_model(), FeedList(), THREADS)
     with pytest.raises(CandidateError, match="calibration"):
         recipe.build(ctx)
 
@@ -331,6 +535,7 @@ def test_recipe_declarations() -> None:
     expected = {
         "onnx-export": ("onnx", ("base", "hf")),
         "ort-transformer-optimize": ("onnxruntime", ("onnx",)),
+        "ort-graph-optimize": ("onnxruntime", ("onnx",)),
         "ort-dynamic-int8": ("onnxruntime", ("onnx",)),
         "ort-static-int8": ("onnxruntime", ("onnx",)),
     }
@@ -345,6 +550,16 @@ def test_recipe_declarations() -> None:
         get_recipe("ort-dynamic-int8").options_model(weight_type="int4")
     with pytest.raises(ValidationError):
         get_recipe("ort-static-int8").options_model(calibrate_method="magic")
+    assert get_recipe("ort-graph-optimize").options_model().level == "extended"  # "all" is CPU-specific
+    with pytest.raises(ValidationError):
+        get_recipe("ort-graph-optimize").options_model(level="99")
+    # Only the BERT fusions are tied to a task; every other ONNX recipe serves any tensor task.
+    for name in expected:
+        recipe = get_recipe(name)
+        assert recipe.families == ("tensor",)
+        assert recipe.tasks == (("text-embedding",) if name == "ort-transformer-optimize" else ())
+    assert not get_recipe("ort-transformer-optimize").serves("image-classification", "tensor")
+    assert get_recipe("ort-graph-optimize").serves("image-classification", "tensor")
 
 
 def test_import_is_cheap() -> None:

@@ -1,4 +1,5 @@
-"""OpenVINO / NNCF recipes and runtime on the real MiniLM model, against torch reference embeddings.
+"""OpenVINO / NNCF recipes and runtime on the real MiniLM model, against torch reference embeddings,
+and on a small CNN (any ONNX model: named tensors, NNCF's default scheme).
 
 Everything is built once per module (one ONNX parent, one FP32 IR, one build per recipe) to keep
 the file under ~90 s on 2 cores.
@@ -17,15 +18,21 @@ import pytest
 from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
+from edgeopt.iospec import IOSpec
 from edgeopt.recipes import (
     BaseModelInfo,
     BuildContext,
     BuildOutput,
+    Calibration,
+    FeedList,
     ParentArtifact,
+    WorkloadCalibration,
     all_recipes,
     get_recipe,
     get_runtime,
 )
+from edgeopt.workloads.base import get_workload
+from edgeopt.workloads.text_embedding.embeddings import encode
 
 THREADS = 2
 
@@ -76,7 +83,7 @@ class Reference:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     embeddings: np.ndarray  # torch FP32, mean-pooled, L2-normalised
-    calibration: dict[str, np.ndarray]
+    calibration: Calibration  # the text-embedding workload's feeds, as the pipeline builds them
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +115,10 @@ def ref() -> Reference:
         input_ids=batch["input_ids"].numpy().astype(np.int64),
         attention_mask=batch["attention_mask"].numpy().astype(np.int64),
         embeddings=emb.astype(np.float32),
-        calibration={
-            "input_ids": cal["input_ids"].astype(np.int64),
-            "attention_mask": cal["attention_mask"].astype(np.int64),
-        },
+        calibration=WorkloadCalibration(get_workload("text-embedding"), {
+            "calibration_input_ids": cal["input_ids"].astype(np.int64),
+            "calibration_attention_mask": cal["attention_mask"].astype(np.int64),
+        }),
     )
 
 
@@ -157,14 +164,15 @@ def _local_sentence_onnx(ref: Reference, out_dir: Path) -> ParentArtifact:
     return ParentArtifact("onnx-local", out_dir, "onnx", "model.onnx")
 
 
-def _ctx(ref: Reference, parent: ParentArtifact | None, out_dir: Path, recipe: str, **options: Any) -> BuildContext:
+def _ctx(ref: Reference, parent: ParentArtifact | None, out_dir: Path, recipe: str,
+         calibration: Calibration | None = None, base: BaseModelInfo | None = None, **options: Any) -> BuildContext:
     out_dir.mkdir(parents=True, exist_ok=True)
     return BuildContext(
-        base=ref.base,
+        base=base if base is not None else ref.base,
         parent=parent,
         out_dir=out_dir,
         options=get_recipe(recipe).options_model(**options),
-        calibration=ref.calibration,
+        calibration=calibration if calibration is not None else ref.calibration,
         threads=THREADS,
     )
 
@@ -194,8 +202,9 @@ BuildFn = Callable[..., Built]
 def build(ref: Reference, tmp_path_factory: pytest.TempPathFactory) -> BuildFn:
     root = tmp_path_factory.mktemp("ov")
 
-    def _build(recipe: str, parent: ParentArtifact, name: str, **options: Any) -> Built:
-        ctx = _ctx(ref, parent, root / name, recipe, **options)
+    def _build(recipe: str, parent: ParentArtifact, name: str, calibration: Calibration | None = None,
+               base: BaseModelInfo | None = None, **options: Any) -> Built:
+        ctx = _ctx(ref, parent, root / name, recipe, calibration, base, **options)
         return Built(get_recipe(recipe).build(ctx), ctx.out_dir)
 
     return _build
@@ -218,7 +227,7 @@ def fp32(build: BuildFn, onnx_parent: ParentArtifact) -> Built:
 
 
 def _cosines(runner: Any, ref: Reference) -> np.ndarray:
-    emb = runner.encode(ref.input_ids, ref.attention_mask)
+    emb = encode(runner, ref.input_ids, ref.attention_mask)
     assert emb.dtype == np.float32
     assert emb.shape == ref.embeddings.shape
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
@@ -265,8 +274,48 @@ def test_fp32_ir_matches_torch(fp32: Built, ref: Reference) -> None:
     assert (info["threads"], info["streams"]) == (THREADS, 1)
     assert info["openvino_version"]
     # Reusing the one InferRequest with a different batch/sequence shape must still work.
-    again = runner.encode(ref.input_ids[:3, :6], ref.attention_mask[:3, :6])
+    again = encode(runner, ref.input_ids[:3, :6], ref.attention_mask[:3, :6])
     assert again.shape == (3, ref.embeddings.shape[1])
+
+
+def test_ir_io_spec_matches_its_onnx_parent(fp32: Built, onnx_parent: ParentArtifact, ref: Reference) -> None:
+    """Names, dtypes and shapes of the IR are the ONNX graph's, dynamic axes keeping their ONNX names."""
+    import onnx
+
+    from edgeopt.adapters.onnxruntime import onnx_io_spec
+
+    parent = onnx_io_spec(onnx.load(str(onnx_parent.dir / onnx_parent.model_file), load_external_data=False))
+    ir = IOSpec.from_dict(fp32.out.io_spec or {})
+    assert (ir.input_names, ir.output_names) == (parent.input_names, parent.output_names)
+    assert ir.inputs == parent.inputs
+    for got, want in zip(ir.outputs, parent.outputs, strict=True):
+        assert got.dtype == want.dtype and len(got.shape) == len(want.shape)
+        # OpenVINO's shape inference may pin an axis the exporter left symbolic (the embedding width).
+        pairs = zip(got.shape, want.shape, strict=True)
+        assert all(g == w or (isinstance(g, int) and isinstance(w, str)) for g, w in pairs), (got, want)
+    assert ir.output("sentence_embedding").shape == ("batch", 384)
+    runner = fp32.runner()
+    assert runner.io_spec == ir
+    assert runner.io_spec.input_names == ("input_ids", "attention_mask")
+    assert runner.io_spec.dynamic_axes()["input_ids"] == {0: "batch", 1: "sequence"}
+    assert fp32.out.details["inputs"] == ["input_ids", "attention_mask"]
+    assert runner.runtime_info()["inputs"] == ["input_ids", "attention_mask"]
+
+
+def test_run_maps_named_tensors(fp32: Built, ref: Reference) -> None:
+    runner = fp32.runner()
+    ids, mask = ref.input_ids, ref.attention_mask
+    # int32 in, as another tokenizer might give: cast to the declared int64; extra names are ignored.
+    out = runner.run({"attention_mask": mask.astype(np.int32), "input_ids": ids.astype(np.int32),
+                      "token_type_ids": np.zeros_like(ids)})
+    assert list(out) == ["sentence_embedding"]
+    emb = out["sentence_embedding"]
+    assert emb.dtype == np.float32 and emb.shape == ref.embeddings.shape
+    np.testing.assert_allclose(emb, encode(runner, ids, mask), atol=1e-6)
+    with pytest.raises(CandidateError, match="attention_mask"):
+        runner.run({"input_ids": ids})
+    with pytest.raises(CandidateError, match="rank"):
+        runner.run({"input_ids": ids[0], "attention_mask": mask[0]})
 
 
 def test_bf16_hint_is_read_back(fp32: Built, ref: Reference) -> None:
@@ -293,6 +342,8 @@ def test_nncf_ptq_int8(build: BuildFn, fp32: Built, ref: Reference) -> None:
     ptq = build("nncf-ptq-int8", fp32.artifact, "ptq-int8", subset_size=300)
     assert (ptq.out.format, ptq.out.precision) == ("openvino-ir", "int8")
     assert ptq.out.details["subset_size"] == len(CALIBRATION_SENTENCES)  # capped by what is available
+    assert ptq.out.details["model_type"] == "transformer"  # the IR has attention (MatMul of activations + Softmax)
+    assert ptq.out.io_spec == fp32.out.io_spec  # quantization keeps the tensors and their axis names
     assert "i8" in ptq.out.details["weight_types"]
     runner = ptq.runner()
     info = runner.runtime_info()
@@ -336,8 +387,21 @@ def test_nncf_weight_compression_int8(build: BuildFn, fp32: Built, ref: Referenc
     assert _cosines(runner, ref).min() >= 0.998
 
 
-def test_runner_pools_hidden_states_and_feeds_token_type_ids(ref: Reference, tmp_path: Path) -> None:
-    """An IR exposing last_hidden_state with three inputs: the runner mean-pools and normalises."""
+def test_calibration_is_trimmed_to_each_sentence(fp32: Built, ref: Reference) -> None:
+    """NNCF collects statistics from each calibration sentence at its own length (dynamic sequence axis)."""
+    spec = fp32.runner().io_spec
+    feeds = ref.calibration.feeds(spec, own_length=True)
+    assert len(feeds) == len(CALIBRATION_SENTENCES)
+    assert all(list(f) == ["input_ids", "attention_mask"] for f in feeds)
+    assert all(f["attention_mask"].all() and f["input_ids"].dtype == np.int64 for f in feeds)
+    assert {f["input_ids"].shape[1] for f in feeds} != {32}  # not the padded benchmark length
+
+
+def test_encode_pools_hidden_states_and_feeds_token_type_ids(ref: Reference, tmp_path: Path) -> None:
+    """An IR exposing last_hidden_state with three inputs: encode() feeds zero token types and mean-pools.
+
+    Saved directly (not by ov-convert), so its dynamic axes carry no names: "dim<axis>".
+    """
     import openvino as ov
     import torch
     from transformers import AutoModel
@@ -364,7 +428,58 @@ def test_runner_pools_hidden_states_and_feeds_token_type_ids(ref: Reference, tmp
     ov.save_model(ov.convert_model(str(onnx_path)), str(tmp_path / "model.xml"), compress_to_fp16=False)
     runner = get_runtime("openvino")(tmp_path, "model.xml", {}, THREADS)  # no details: f32 default
     assert runner.runtime_info()["inference_precision"] == "f32"
+    assert runner.io_spec.input_names == ("input_ids", "attention_mask", "token_type_ids")
+    assert runner.io_spec.output_names == ("last_hidden_state",)
+    assert runner.io_spec.input("input_ids").shape == ("dim0", "dim1")
+    assert runner.io_spec.output("last_hidden_state").shape == ("dim0", "dim1", 384)
     assert _cosines(runner, ref).min() >= 0.9999
+
+
+def _cnn_onnx(path: Path) -> None:
+    """A small two-convolution image classifier (no attention) exported to ONNX, dynamic batch."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10), torch.nn.Softmax(dim=1),
+    ).eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(path), input_names=["pixel_values"],
+                          output_names=["probabilities"],
+                          dynamic_axes={"pixel_values": {0: "batch"}, "probabilities": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
+def test_nncf_ptq_int8_quantizes_a_cnn(build: BuildFn, tmp_path: Path) -> None:
+    """Any ONNX model: ov-convert, then NNCF's default (non-transformer) scheme on named float feeds."""
+    _cnn_onnx(tmp_path / "model.onnx")
+    base = BaseModelInfo(path=tmp_path / "model.onnx", format="onnx", sha256="test", task="image-classification")
+    onnx_cnn = ParentArtifact("cnn-onnx", tmp_path, "onnx", "model.onnx")
+    fp32 = build("ov-convert", onnx_cnn, "cnn-fp32", base=base)
+    spec = IOSpec.from_dict(fp32.out.io_spec or {})
+    assert spec.input("pixel_values").describe() == "float32[batch, 3, 32, 32]"
+    assert spec.output("probabilities").shape == ("batch", 10)
+
+    rng = np.random.default_rng(0)
+    feeds = FeedList(tuple({"pixel_values": rng.standard_normal((1, 3, 32, 32), dtype=np.float32)}
+                           for _ in range(24)))
+    ptq = build("nncf-ptq-int8", fp32.artifact, "cnn-int8", calibration=feeds, base=base, subset_size=16)
+    assert (ptq.out.precision, ptq.out.details["model_type"]) == ("int8", "default")  # no attention: no TRANSFORMER
+    assert ptq.out.details["subset_size"] == 16
+    assert ptq.out.io_spec == fp32.out.io_spec
+    assert "i8" in ptq.out.details["weight_types"] or ptq.bin_size < 0.5 * fp32.bin_size
+
+    x = rng.standard_normal((4, 3, 32, 32), dtype=np.float32)  # batch 4: the batch axis is dynamic
+    runner = ptq.runner()
+    assert any(p in runner.runtime_info()["runtime_precisions"] for p in ("i8", "u8"))
+    got = runner.run({"pixel_values": x})["probabilities"]
+    want = fp32.runner().run({"pixel_values": x})["probabilities"]
+    assert got.shape == want.shape == (4, 10) and got.dtype == np.float32
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-4)
+    # INT8 weights and activations of random convolutions: close to FP32, not identical.
+    assert 0 < np.abs(got - want).max() < 0.05, np.abs(got - want).max()
 
 
 def test_failures_become_candidate_errors(build: BuildFn, fp32: Built, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("gguf")
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
-    from edgeopt.llm.hf_export import gguf_to_hf_folder
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
+    from edgeopt.workloads.causal_lm.hf_export import gguf_to_hf_folder
 
     return gguf_to_hf_folder(bundled_smollm2_gguf(), tmp_path_factory.mktemp("hf") / "hf")
 

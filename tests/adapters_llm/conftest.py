@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeopt.recipes import FeedList
+
 THREADS = 2
 N_EVAL, EVAL_LEN = 3, 96  # quality windows
 N_CALIB, CALIB_LEN = 8, 64  # calibration windows for data-aware compression, disjoint from the eval windows
@@ -37,7 +39,7 @@ def llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ref_gguf(llm_dir: Path) -> Path:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gguf")
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf, dequantize_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf, dequantize_gguf
 
     src = bundled_smollm2_gguf()  # part of the install: missing means a broken install
     return Path(dequantize_gguf(src, llm_dir / "ref-f32.gguf", "f32")["dst"])
@@ -46,7 +48,7 @@ def ref_gguf(llm_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def hf_dir(ref_gguf: Path, llm_dir: Path) -> Path:
     pytest.importorskip("transformers")
-    from edgeopt.llm.hf_export import gguf_to_hf_folder
+    from edgeopt.workloads.causal_lm.hf_export import gguf_to_hf_folder
 
     return gguf_to_hf_folder(ref_gguf, llm_dir / "hf")
 
@@ -54,7 +56,7 @@ def hf_dir(ref_gguf: Path, llm_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def token_windows(ref_gguf: Path) -> np.ndarray:
     """Consecutive windows of offline text: the first N_EVAL for quality, the next ones for calibration."""
-    from edgeopt.llm.logits import token_windows as windows
+    from edgeopt.workloads.causal_lm.logits import token_windows as windows
 
     n_eval_tokens = N_EVAL * EVAL_LEN
     n_tokens = n_eval_tokens + N_CALIB * CALIB_LEN
@@ -67,13 +69,15 @@ def eval_windows(token_windows: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def calibration(token_windows: np.ndarray) -> dict[str, np.ndarray]:
-    return {"input_ids": token_windows[N_EVAL * EVAL_LEN :].reshape(N_CALIB, CALIB_LEN)}
+def calibration(token_windows: np.ndarray) -> FeedList:
+    """One calibration window per feed, as the causal-lm workload makes them."""
+    windows = token_windows[N_EVAL * EVAL_LEN :].reshape(N_CALIB, CALIB_LEN)
+    return FeedList(tuple({"input_ids": w[None, :]} for w in windows))
 
 
 @pytest.fixture(scope="session")
 def hf_ref_logits(hf_dir: Path, eval_windows: np.ndarray) -> np.ndarray:
-    from edgeopt.llm.logits import hf_logits
+    from edgeopt.workloads.causal_lm.logits import hf_logits
 
     return hf_logits(hf_dir, eval_windows, threads=THREADS)
 
@@ -112,7 +116,7 @@ def llm_base(hf_dir: Path, ref_gguf: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def build_candidate(llm_base: Any, calibration: dict[str, np.ndarray], llm_dir: Path) -> Callable[..., Any]:
+def build_candidate(llm_base: Any, calibration: FeedList, llm_dir: Path) -> Callable[..., Any]:
     """(name, recipe, options, parent=None) -> (BuildOutput, candidate dir), each built at most once."""
     from edgeopt.recipes import BuildContext, ParentArtifact, get_recipe
 
@@ -162,8 +166,8 @@ def scored(
     """(name, recipe, options, parent=None) -> {logits, kld, top1, ppl, mb, out, dir, runner}: the candidate
     built once, loaded by its own runtime and scored against the HF float32 logits on the scored windows."""
     from edgeopt.lineage import tree_size_bytes
-    from edgeopt.llm.quality import mean_kld, perplexity, top1_agreement
     from edgeopt.recipes import get_runtime
+    from edgeopt.workloads.causal_lm.quality import mean_kld, perplexity, top1_agreement
 
     cache: dict[str, dict[str, Any]] = {}
 

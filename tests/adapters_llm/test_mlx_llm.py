@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import CandidateError
-from edgeopt.llm.quality import perplexity
-from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
+from edgeopt.recipes import BuildContext, FeedList, ParentArtifact, all_recipes, get_recipe, get_runtime
+from edgeopt.workloads.causal_lm.quality import perplexity
 
 THREADS = 2
 N_WIN, WIN_LEN = 2, 64
@@ -114,7 +114,8 @@ def test_generate_decodes_greedily_with_the_kv_cache(scored: Callable[..., dict[
 def test_a_group_size_that_leaves_matrices_in_float_fails(llm_base: Any, tmp_path: Path) -> None:
     recipe = get_recipe("mlx-lm-convert")
     ctx = BuildContext(base=llm_base, parent=None, out_dir=tmp_path,
-                       options=recipe.options_model(quantize_bits=4, group_size=128), calibration={}, threads=THREADS)
+                       options=recipe.options_model(quantize_bits=4, group_size=128), calibration=FeedList(),
+                       threads=THREADS)
     # 576 (SmolLM2's width) is not a multiple of 128: mlx-lm would quantize only down_proj.
     with pytest.raises(CandidateError, match="group_size 128"):
         recipe.build(ctx)
@@ -124,7 +125,7 @@ def test_needs_a_hugging_face_source(llm_base: Any, tmp_path: Path) -> None:
     recipe = get_recipe("mlx-lm-convert")
     parent = ParentArtifact(name="gguf", dir=tmp_path, format="gguf", model_file="model.gguf")
     ctx = BuildContext(base=llm_base, parent=parent, out_dir=tmp_path / "out", options=recipe.options_model(),
-                       calibration={}, threads=THREADS)
+                       calibration=FeedList(), threads=THREADS)
     with pytest.raises(CandidateError, match="Hugging Face parent"):
         recipe.build(ctx)
 

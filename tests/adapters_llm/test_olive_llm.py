@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
-from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe
+from edgeopt.recipes import BuildContext, FeedList, ParentArtifact, all_recipes, get_recipe
 
 THREADS = 2
 
@@ -110,7 +110,7 @@ def test_int4_refuses_parents_it_cannot_quantize(llm_base: Any, tmp_path: Path) 
 
     def build(parent: ParentArtifact | None) -> Any:
         return recipe.build(BuildContext(base=llm_base, parent=parent, out_dir=tmp_path, options=recipe.options_model(),
-                                         calibration={}, threads=THREADS))
+                                         calibration=FeedList(), threads=THREADS))
 
     with pytest.raises(CandidateError, match="onnx-llm"):
         build(None)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from edgeopt.adapters.causal_lm_common import GraphConst, GraphOp, weight_reads
 from edgeopt.errors import CandidateError
-from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
+from edgeopt.recipes import BuildContext, FeedList, ParentArtifact, all_recipes, get_recipe, get_runtime
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -103,7 +103,7 @@ def test_int4_refuses_wrong_parents(llm_base: Any, tmp_path: Path) -> None:
         out = tmp_path / "out"
         out.mkdir(exist_ok=True)
         return recipe.build(BuildContext(base=llm_base, parent=parent, out_dir=out,
-                                         options=recipe.options_model(**opts), calibration={}, threads=THREADS))
+                                         options=recipe.options_model(**opts), calibration=FeedList(), threads=THREADS))
 
     with pytest.raises(CandidateError, match="onnx-llm"):
         build(None)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from edgeopt.adapters.causal_lm_common import GraphConst, GraphOp, weight_reads
 from edgeopt.errors import CandidateError
-from edgeopt.recipes import BuildContext, ParentArtifact, all_recipes, get_recipe, get_runtime
+from edgeopt.recipes import BuildContext, FeedList, ParentArtifact, all_recipes, get_recipe, get_runtime
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -115,17 +115,17 @@ def test_compression_needs_an_llm_ir_parent_and_calibration_windows(
     parent = ParentArtifact(name="ov-fp16", dir=fp16["dir"], format=fp16["out"].format,
                             model_file=fp16["out"].model_file)
 
-    def ctx(parent: ParentArtifact | None, calibration: dict[str, np.ndarray], **opts: Any) -> BuildContext:
+    def ctx(parent: ParentArtifact | None, calibration: FeedList, **opts: Any) -> BuildContext:
         return BuildContext(base=llm_base, parent=parent, out_dir=tmp_path, options=recipe.options_model(**opts),
                             calibration=calibration, threads=THREADS)
 
     with pytest.raises(CandidateError, match="openvino-ir-llm"):
-        recipe.build(ctx(None, {}))
+        recipe.build(ctx(None, FeedList()))
     encoder_ir = ParentArtifact(name="enc", dir=fp16["dir"], format="openvino-ir", model_file="openvino_model.xml")
     with pytest.raises(CandidateError, match="openvino-ir-llm"):
-        recipe.build(ctx(encoder_ir, {}))
+        recipe.build(ctx(encoder_ir, FeedList()))
     with pytest.raises(CandidateError, match="calibration"):
-        recipe.build(ctx(parent, {"input_ids": np.zeros((0, 8), dtype=np.int64)}, mode="int4_sym", awq=True))
+        recipe.build(ctx(parent, FeedList(), mode="int4_sym", awq=True))
 
 
 def test_runtime_rejects_a_missing_file(tmp_path: Path) -> None:

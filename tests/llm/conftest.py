@@ -33,7 +33,7 @@ def llm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundled_gguf() -> Path:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gguf")
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
 
     # The package is part of the install (scripts/bootstrap.sh): missing means a broken install.
     return bundled_smollm2_gguf()
@@ -42,7 +42,7 @@ def bundled_gguf() -> Path:
 @pytest.fixture(scope="session")
 def ref_f32(bundled_gguf: Path, llm_workdir: Path) -> dict[str, Any]:
     """Summary of the F32 GGUF dequantized from the bundled Q4_1 file."""
-    from edgeopt.llm.gguf_reference import dequantize_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import dequantize_gguf
 
     return dequantize_gguf(bundled_gguf, llm_workdir / "ref-f32.gguf", "f32")
 
@@ -54,7 +54,7 @@ def ref_path(ref_f32: dict[str, Any]) -> Path:
 
 @pytest.fixture(scope="session")
 def windows(ref_path: Path) -> np.ndarray:
-    from edgeopt.llm.logits import token_windows
+    from edgeopt.workloads.causal_lm.logits import token_windows
 
     return token_windows(ref_path, N_WINDOWS, SEQ_LEN)
 
@@ -62,7 +62,7 @@ def windows(ref_path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def ref_logits(ref_path: Path, windows: np.ndarray) -> np.ndarray:
     """F32 reference logits; F32 KV cache so the only difference left in any comparison is the weights."""
-    from edgeopt.llm.logits import llamacpp_logits
+    from edgeopt.workloads.causal_lm.logits import llamacpp_logits
 
     return llamacpp_logits(ref_path, windows, threads=THREADS, kv_cache="f32")
 
@@ -70,7 +70,7 @@ def ref_logits(ref_path: Path, windows: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def hf_dir(ref_path: Path, llm_workdir: Path) -> Path:
     pytest.importorskip("transformers")
-    from edgeopt.llm.hf_export import gguf_to_hf_folder
+    from edgeopt.workloads.causal_lm.hf_export import gguf_to_hf_folder
 
     return gguf_to_hf_folder(ref_path, llm_workdir / "hf")
 
@@ -78,7 +78,7 @@ def hf_dir(ref_path: Path, llm_workdir: Path) -> Path:
 @pytest.fixture(scope="session")
 def quantized(ref_path: Path, llm_workdir: Path) -> Callable[[str], dict[str, Any]]:
     """qtype -> quantize_gguf summary, each type quantized from the F32 reference at most once."""
-    from edgeopt.llm.quantize import quantize_gguf
+    from edgeopt.workloads.causal_lm.quantize import quantize_gguf
 
     cache: dict[str, dict[str, Any]] = {}
 

@@ -13,7 +13,7 @@ from edgeopt.errors import CandidateError
 
 
 def test_bundled_gguf_is_the_q4_1_smollm2(bundled_gguf: Path) -> None:
-    from edgeopt.llm.gguf_reference import gguf_metadata, tensor_type_histogram
+    from edgeopt.workloads.causal_lm.gguf_reference import gguf_metadata, tensor_type_histogram
 
     assert bundled_gguf.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert tensor_type_histogram(bundled_gguf) == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
@@ -39,8 +39,8 @@ def test_f32_reference_keeps_every_kv_field_and_records_lineage(bundled_gguf: Pa
 
 def test_f32_reference_has_the_q4_1_perplexity(bundled_gguf: Path, windows: np.ndarray, ref_logits: np.ndarray) -> None:
     """Same weights, different kernels: llama.cpp's Q4_1 matmul also rounds activations to 8 bits."""
-    from edgeopt.llm.logits import llamacpp_logits
-    from edgeopt.llm.quality import perplexity
+    from edgeopt.workloads.causal_lm.logits import llamacpp_logits
+    from edgeopt.workloads.causal_lm.quality import perplexity
 
     q41 = llamacpp_logits(bundled_gguf, windows, kv_cache="f32")
     assert perplexity(ref_logits, windows) == pytest.approx(perplexity(q41, windows), rel=0.02)
@@ -57,7 +57,7 @@ def test_quantize_reads_back_actual_tensor_types(quantized: Callable[[str], dict
 
 
 def test_failed_quantize_from_missing_source_leaves_no_file(ref_path: Path, tmp_path: Path) -> None:
-    from edgeopt.llm.quantize import quantize_gguf
+    from edgeopt.workloads.causal_lm.quantize import quantize_gguf
 
     dst = tmp_path / "out.gguf"
     with pytest.raises(CandidateError):
@@ -71,8 +71,8 @@ def test_failed_quantize_midway_leaves_no_partial_file(ref_path: Path, tmp_path:
 
     import llama_cpp
 
-    from edgeopt.llm.imatrix import load_imatrix_gguf, save_imatrix_gguf
-    from edgeopt.llm.quantize import _imatrix_array, ftype_for, quantize_gguf
+    from edgeopt.workloads.causal_lm.imatrix import load_imatrix_gguf, save_imatrix_gguf
+    from edgeopt.workloads.causal_lm.quantize import _imatrix_array, ftype_for, quantize_gguf
 
     bad = {"blk.29.ffn_down.weight": np.ones(7, dtype=np.float32)}  # needs 1536 values
     imatrix = save_imatrix_gguf(tmp_path / "bad-imatrix.gguf", bad, n_tokens=1, chunk_size=1, datasets=["bad"])

@@ -33,7 +33,7 @@ def test_hf_folder_is_a_tied_llama_for_causal_lm(hf_dir: Path) -> None:
 def test_hf_tokenizer_matches_llamacpp_on_the_whole_text(hf_dir: Path, ref_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from edgeopt.llm.logits import llamacpp_tokenize, offline_text
+    from edgeopt.workloads.causal_lm.logits import llamacpp_tokenize, offline_text
 
     text = offline_text()  # ~465k chars of prose, code, digits and odd whitespace
     tokenizer = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
@@ -42,8 +42,8 @@ def test_hf_tokenizer_matches_llamacpp_on_the_whole_text(hf_dir: Path, ref_path:
 
 
 def test_hf_logits_match_llamacpp_f32(hf_dir: Path, windows: np.ndarray, ref_logits: np.ndarray) -> None:
-    from edgeopt.llm.logits import hf_logits
-    from edgeopt.llm.quality import max_abs_logit_diff, mean_kld, perplexity, top1_agreement
+    from edgeopt.workloads.causal_lm.logits import hf_logits
+    from edgeopt.workloads.causal_lm.quality import max_abs_logit_diff, mean_kld, perplexity, top1_agreement
 
     hf = hf_logits(hf_dir, windows, threads=2)
     assert hf.shape == ref_logits.shape == (*windows.shape, 49152)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.llm.hf_export import hf_tensor_name, unpermute_qk
-from edgeopt.llm.quality import (
+from edgeopt.workloads.causal_lm.hf_export import hf_tensor_name, unpermute_qk
+from edgeopt.workloads.causal_lm.quality import (
     log_softmax,
     max_abs_logit_diff,
     mean_kld,
@@ -96,7 +96,7 @@ def test_tensor_names_map_to_llama_for_causal_lm() -> None:
 def test_quant_type_names_map_to_llama_ftypes() -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     from edgeopt.errors import UserError
-    from edgeopt.llm.quantize import QUANT_TYPES, ftype_for
+    from edgeopt.workloads.causal_lm.quantize import QUANT_TYPES, ftype_for
 
     assert ftype_for("q4_k") == llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     assert ftype_for("F16") == llama_cpp.LLAMA_FTYPE_MOSTLY_F16

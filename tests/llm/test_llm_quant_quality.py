@@ -18,8 +18,8 @@ F16_MAX_KLD = 2e-4
 
 
 def _kld(path: Path, windows: np.ndarray, ref_logits: np.ndarray) -> tuple[float, float]:
-    from edgeopt.llm.logits import llamacpp_logits
-    from edgeopt.llm.quality import mean_kld, perplexity
+    from edgeopt.workloads.causal_lm.logits import llamacpp_logits
+    from edgeopt.workloads.causal_lm.quality import mean_kld, perplexity
 
     logits = llamacpp_logits(path, windows, threads=2, kv_cache="f32")
     return mean_kld(ref_logits, logits), perplexity(logits, windows)
@@ -33,7 +33,7 @@ def klds(
     windows: np.ndarray,
     ref_logits: np.ndarray,
 ) -> dict[str, tuple[float, float]]:
-    from edgeopt.llm.gguf_reference import dequantize_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import dequantize_gguf
 
     f16 = dequantize_gguf(bundled_gguf, llm_workdir / "ref-f16.gguf", "f16")
     assert f16["tensor_types"] == {"F16": 211, "F32": 61}
@@ -61,9 +61,9 @@ def test_imatrix_reaches_the_quantizer_and_lowers_q4_0_kld(
     ref_logits: np.ndarray,
     klds: dict[str, tuple[float, float]],
 ) -> None:
-    from edgeopt.llm.imatrix import hf_imatrix, load_imatrix_gguf, save_imatrix_gguf
-    from edgeopt.llm.logits import offline_text, token_windows
-    from edgeopt.llm.quantize import imatrix_supported, quantize_gguf
+    from edgeopt.workloads.causal_lm.imatrix import hf_imatrix, load_imatrix_gguf, save_imatrix_gguf
+    from edgeopt.workloads.causal_lm.logits import offline_text, token_windows
+    from edgeopt.workloads.causal_lm.quantize import imatrix_supported, quantize_gguf
 
     assert imatrix_supported()
     calibration = token_windows(ref_path, 4, 128, text=offline_text()[250_000:])  # not the eval windows

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.config import BundledModel, GgufFileModel, HFFolderModel
 from edgeopt.errors import UserError
-from edgeopt.llm import reference_model as rm
 from edgeopt.recipes import BaseModelInfo
-from edgeopt.workloads import get_workload
+from edgeopt.taskspec import GgufFileModel, HFFolderModel
+from edgeopt.workloads.base import get_workload
+from edgeopt.workloads.causal_lm import BundledLLM
+from edgeopt.workloads.causal_lm import reference_model as rm
 
 
 @pytest.fixture(scope="module")
 def bundled_base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelInfo:
     pytest.importorskip("llama_cpp")
     dest = tmp_path_factory.mktemp("base") / "base"
-    return get_workload("causal-lm").materialize_base(BundledModel(id="smollm2-135m-instruct"), dest, dest.parent)
+    return get_workload("causal-lm").materialize_base(BundledLLM(id="smollm2-135m-instruct"), dest, dest.parent)
 
 
 def test_bundled_model_gives_reference_hf_and_tokenizer(bundled_base: BaseModelInfo) -> None:
@@ -39,7 +40,7 @@ def test_bundled_model_gives_reference_hf_and_tokenizer(bundled_base: BaseModelI
 def test_same_source_reuses_the_folder(bundled_base: BaseModelInfo) -> None:
     dest = bundled_base.path.parent
     before = (dest / rm.REFERENCE_GGUF).stat().st_mtime_ns
-    again = get_workload("causal-lm").materialize_base(BundledModel(id="smollm2-135m-instruct"), dest, dest.parent)
+    again = get_workload("causal-lm").materialize_base(BundledLLM(id="smollm2-135m-instruct"), dest, dest.parent)
     assert (dest / rm.REFERENCE_GGUF).stat().st_mtime_ns == before
     assert again.sha256 == bundled_base.sha256
 
@@ -60,8 +61,8 @@ def test_user_hf_folder_has_no_gguf_form(bundled_base: BaseModelInfo, tmp_path: 
     assert b.format == "hf" and set(b.variants) == {"hf"}
     assert "no HF->GGUF converter" in b.details["gguf_unavailable"]
     # Its evaluation data is tokenized and scored by transformers instead of llama.cpp.
-    from edgeopt.config import TextWindowsData
-    from edgeopt.llm.text_windows import build_text_windows, load_manifest, load_tokens
+    from edgeopt.workloads.causal_lm import TextWindowsData
+    from edgeopt.workloads.causal_lm.text_windows import build_text_windows, load_manifest, load_tokens
 
     build_text_windows(TextWindowsData(kind="text-windows", windows=2, window_tokens=32), tmp_path / "data", b)
     manifest = load_manifest(tmp_path / "data")

@@ -37,7 +37,8 @@ ROWS = [
 
 
 def _inputs(promoted: bool = True) -> ReportInputs:
-    selection = select("minilm", ROWS, GatesConfig(), SelectionConfig(baseline="torch-fp32"))
+    selection = select("minilm", ROWS, GatesConfig(), SelectionConfig(baseline="torch-fp32",
+        quality_metrics=["cosine", "recall@10", "mrr"]))
     assert selection.pick == "ort-int8" and set(selection.frontier) == {"ort-int8", "ort-int4"}
     promotion = Promotion(pipeline="minilm", promoted=promoted, model_name="minilm-edge", alias="champion",
                           version="7" if promoted else None, candidate="ort-int8" if promoted else None,

@@ -88,7 +88,7 @@ def fan_out(params_path: str) -> dict[str, Any]:
     path = Path(params_path)
     ctx = pipeline.PipelineContext(load_params(path), "minilm", path.parent)
     prepared = pipeline.prepare_data(ctx)
-    records, failed = build_all(ctx, prepared, pipeline.tokenize_inputs(ctx, prepared))
+    records, failed = build_all(ctx, prepared, pipeline.prepare_inputs(ctx, prepared))
     return {"built": sorted(records), "failed": failed, "flow_run_id": str(flow_run.id)}
 
 

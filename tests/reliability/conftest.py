@@ -88,7 +88,7 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
     ctx = pl.PipelineContext(load_params(params_path), "minilm", tmp)
     started = time.perf_counter()
     prepared = pl.prepare_data(ctx)
-    inputs = pl.tokenize_inputs(ctx, prepared)
+    inputs = pl.prepare_inputs(ctx, prepared)
     run = pl.start_tracking(ctx, prepared, {})
     records, rows = pl.run_candidates(ctx, prepared, inputs)
     rows = pl.track_candidates(ctx, run, rows, records)

@@ -1,6 +1,6 @@
 """No pickles in the registry: a champion loads, in a process where unpickling raises, from source alone.
 
-The promoted pyfunc is logged as models-from-code (the workload's file under edgeopt/serving_code/), so the
+The promoted pyfunc is logged as models-from-code (the `serving_code.py` of the task's package), so the
 registry holds no python_model.pkl and loading executes that file instead of unpickling an object.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgeopt.promotion import log_served_model, promote
-from edgeopt.workloads import get_workload
+from edgeopt.workloads.base import get_workload
 from tests.reliability.conftest import FaultRun
 
 # Its own registered model: the registry of `fault_run` ("reliability-edge") belongs to test_promotion.py,
@@ -122,7 +122,7 @@ def assert_no_pickle_in_model(name: str, alias: str, dst: Path) -> None:
 
 
 def test_the_promoted_embedding_champion_loads_without_unpickling(fault_run: FaultRun, tmp_path: Path) -> None:
-    from edgeopt.workloads.text_embedding import EMBEDDINGS_FILE
+    from edgeopt.workloads.text_embedding.workload import EMBEDDINGS_FILE
 
     sel = fault_run.selection
     assert sel.pick is not None, sel.reason
@@ -130,7 +130,7 @@ def test_the_promoted_embedding_champion_loads_without_unpickling(fault_run: Fau
     cfg = ctx.cfg.model_copy(update={"registry": ctx.cfg.registry.model_copy(update={"model_name": MODEL_NAME})})
     run_id = client.create_run(fault_run.run.experiment_id, run_name="no-pickle").info.run_id
     result = promote(sel, cfg, get_workload(cfg.task), ctx.ws.candidate_dir(sel.pick),
-                     Path(fault_run.prepared.tokenizer_dir), run_id, ctx.ws.data_dir, ctx.ws.measurement_dir(sel.pick))
+                     fault_run.prepared.base(), run_id, ctx.ws.data_dir, ctx.ws.measurement_dir(sel.pick))
     assert result.promoted, result.reason
     uri = f"models:/{MODEL_NAME}@{cfg.registry.alias}"
 
@@ -150,9 +150,9 @@ def llm_candidate(tmp_path: Path) -> tuple[Path, Path]:
     """A llama.cpp candidate folder: the bundled SmolLM2 dequantized to F16 (a few seconds), its tokenizer."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gguf")
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf, dequantize_gguf
-    from edgeopt.llm.reference_model import _tokenizer_from_gguf
     from edgeopt.results import CandidateRecord
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf, dequantize_gguf
+    from edgeopt.workloads.causal_lm.reference_model import _tokenizer_from_gguf
 
     src = bundled_smollm2_gguf()
     cand, tok = tmp_path / "candidate", tmp_path / "tokenizer"
@@ -174,7 +174,7 @@ def test_the_causal_lm_pyfunc_loads_without_unpickling(llm_candidate: tuple[Path
         experiment = client.create_experiment("no-pickle-llm", artifact_location=(tmp_path / "mlruns").as_uri())
         cand, tok = llm_candidate
         with mlflow.start_run(experiment_id=experiment):
-            info = log_served_model(get_workload("causal-lm"), cand, tok,
+            info = log_served_model(get_workload("causal-lm"), cand, {"tokenizer": tok},
                                     model_config={"threads": 2, "max_new_tokens": 8},
                                     metadata={"candidate": "gguf-f16", "recipe": "gguf-dequantize",
                                               "runtime": "llamacpp"})

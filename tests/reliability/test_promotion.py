@@ -34,7 +34,7 @@ PROMOTER = textwrap.dedent('''
     from edgeopt import pipeline as pl, tracking
     from edgeopt.config import load_params
     from edgeopt.promotion import promote
-    from edgeopt.workloads import get_workload
+    from edgeopt.workloads.base import get_workload
     from tests.reliability import faults
 
     faults.register()  # the run's params name the fault recipes
@@ -46,10 +46,10 @@ PROMOTER = textwrap.dedent('''
     workload = get_workload(ctx.cfg.task)
 
     class LinedUp:
-        task = workload.task
+        """The task's workload, with a load check that waits for the other promoter."""
 
-        def python_model(self):
-            return workload.python_model()
+        def __getattr__(self, name):
+            return getattr(workload, name)
 
         def load_check(self, *args):
             result = workload.load_check(*args)
@@ -66,7 +66,7 @@ PROMOTER = textwrap.dedent('''
 
     mlflow.MlflowClient.set_registered_model_alias = slow_set_alias
     pick = selection.pick
-    result = promote(selection, ctx.cfg, LinedUp(), ctx.ws.candidate_dir(pick), Path(prepared.tokenizer_dir),
+    result = promote(selection, ctx.cfg, LinedUp(), ctx.ws.candidate_dir(pick), prepared.base(),
                      run_id, ctx.ws.data_dir, ctx.ws.measurement_dir(pick))
     Path(out).write_text(result.model_dump_json())
 ''')
@@ -165,7 +165,7 @@ def test_promoting_the_champions_own_artifact_again_registers_no_new_version(fau
     """A nightly re-run with nothing changed: "champion unchanged", not one more version a night."""
     from edgeopt.outcome import verdict
     from edgeopt.promotion import promote
-    from edgeopt.workloads import get_workload
+    from edgeopt.workloads.base import get_workload
 
     ctx, selection = fault_run.ctx, fault_run.selection
     assert selection.pick is not None, selection.reason
@@ -175,7 +175,7 @@ def test_promoting_the_champions_own_artifact_again_registers_no_new_version(fau
 
     def again() -> Promotion:
         return promote(selection, cfg, get_workload(ctx.cfg.task), ctx.ws.candidate_dir(pick.name),
-                       Path(fault_run.prepared.tokenizer_dir), pick.mlflow_run_id, ctx.ws.data_dir,
+                       fault_run.prepared.base(), pick.mlflow_run_id, ctx.ws.data_dir,
                        ctx.ws.measurement_dir(pick.name))
 
     client = fault_run.client()

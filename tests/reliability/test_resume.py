@@ -86,7 +86,7 @@ def _reference(tmp: Path) -> tuple[dict, dict[str, str]]:
     tmp.mkdir()
     ctx = pl.PipelineContext(load_params(_params(tmp)), "minilm", tmp)
     prepared = pl.prepare_data(ctx)
-    inputs = pl.tokenize_inputs(ctx, prepared)
+    inputs = pl.prepare_inputs(ctx, prepared)
     _, rows = pl.run_candidates(ctx, prepared, inputs)
     return {r.name: r for r in rows}, _artifact_hashes(ctx.ws.candidates_dir)
 

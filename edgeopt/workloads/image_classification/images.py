@@ -8,13 +8,16 @@ the same Pillow. Calibration crops come from photographs held out of evaluation 
 motorcycle_left/right, stay on one side), so no calibration input is, or is cut from, an evaluation photograph.
 
 `build_eval_images` writes `eval.npz`, `calibration.npz` (uint8 [n, size, size, 3] plus each item's source file,
-crop box and flip) and `manifest.json`, atomically, into one folder.
+crop box and flip) and `manifest.json`, atomically, into one folder. `build_folder_images` writes the same files
+from a user's class-per-subfolder folder (center crops, plus each image's `labels`, the model's class indices
+from a class map), holding a seeded choice of its images out for calibration.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import zipfile
@@ -74,6 +77,11 @@ class ImageDataManifest(Record):
     sha256: dict[str, str]  # "eval" / "calibration": sha256 of the uint8 image array's bytes (C order)
     files: list[str]
     versions: dict[str, str]  # scikit-image (the photographs), Pillow (the resampling), numpy (the generator)
+    # An image folder: its path, the center crop, and whether eval.npz / calibration.npz carry `labels`.
+    folder: str | None = None
+    crop_fraction: float | None = None
+    labelled: bool = False
+    n_classes: int = 0  # distinct labels in the evaluation set
 
 
 class Crop(NamedTuple):
@@ -434,3 +442,129 @@ def preprocess(
     s = np.asarray(std, dtype=np.float32).reshape(1, 1, 1, 3)
     x = (batch.astype(np.float32) / np.float32(255.0) - m) / s
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [n, size, size, 3]: each image resized whole (bilinear), or the array itself if already that size."""
+    from PIL import Image
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected a [n, H, W, 3] batch, got shape {images.shape}")
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8), mode="RGB")
+                            .resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return out
+
+
+# -- a user's labelled image folder as evaluation data ---------------------------------------------------------
+
+
+MIN_EVAL = 32  # the validation suite's floors, and what an image folder must leave for evaluation
+MIN_CALIBRATION = 8
+
+
+def read_class_map(path: Path) -> dict[str, int]:
+    """`classes` of an image-folder source: a JSON object, class folder name -> the model's class index."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: class map not found (a JSON object mapping class folder names to class indices)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: class map is not valid JSON ({_one_line(err)})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path}: expected a non-empty JSON object mapping class folder names to class indices")
+    for name, index in raw.items():
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise UserError(f"{path}: class {name!r} maps to {index!r}, not a class index (an integer >= 0)")
+    return {str(k): int(v) for k, v in raw.items()}
+
+
+def split_folder(images: np.ndarray, n_calibration: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluation, calibration) indices, each sorted: a seeded choice of about n_calibration images held out.
+    Identical images (the same bytes) stay on one side, so calibration never holds an evaluation input."""
+    hashes = image_hashes(images)
+    groups: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        groups.setdefault(h, []).append(i)
+    order = sorted(groups)
+    held: list[int] = []
+    for j in np.random.default_rng([seed, 3]).permutation(len(order)):
+        if len(held) >= n_calibration:
+            break
+        held.extend(groups[order[int(j)]])
+    calibration = np.array(sorted(held), dtype=np.int64)
+    evaluation = np.array(sorted(set(range(len(images))) - set(held)), dtype=np.int64)
+    return evaluation, calibration
+
+
+def build_folder_images(
+    out_dir: Path,
+    folder: Path,
+    class_map: Mapping[str, int],
+    *,
+    n_calibration: int = 16,
+    seed: int = 0,
+    size: int = IMAGE_SIZE,
+    crop_fraction: float | None = CROP_FRACTION,
+) -> ImageDataManifest:
+    """eval.npz, calibration.npz (each: `images`, `labels`, `sources` relative to `folder`) and manifest.json
+    from a class-per-subfolder folder, into `out_dir` (replaced atomically); UserError, one line, for a bad
+    folder or image, or too few images to leave MIN_EVAL for evaluation."""
+    folder = Path(folder)
+    images, labels, files = load_image_folder(folder, class_map, size=size, crop_fraction=crop_fraction)
+    need = n_calibration + MIN_EVAL
+    if len(images) < need:
+        raise UserError(f"{folder}: {len(images)} images; need at least {need} ({MIN_EVAL} to evaluate, "
+                        f"{n_calibration} to calibrate: data.n_calibration)")
+    evaluation, calibration = split_folder(images, n_calibration, seed)
+    if len(evaluation) < MIN_EVAL:
+        raise UserError(f"{folder}: only {len(evaluation)} distinct images left to evaluate after holding out "
+                        f"{len(calibration)} for calibration (need {MIN_EVAL})")
+    rel = [f.relative_to(folder).as_posix() for f in files]
+    sets = {
+        key: {"images": images[idx], "labels": labels[idx], "sources": np.array([rel[i] for i in idx], dtype=str)}
+        for key, idx in (("eval", evaluation), ("calibration", calibration))
+    }
+    manifest = ImageDataManifest(
+        kind="image-folder", seed=seed, size=size, n_eval=len(evaluation), n_calibration=len(calibration),
+        eval_sources=[rel[i] for i in evaluation], calibration_sources=[rel[i] for i in calibration],
+        sha256={key: images_sha256(arrays["images"]) for key, arrays in sets.items()},
+        files=list(FILES), versions=_versions(), folder=str(folder), crop_fraction=crop_fraction, labelled=True,
+        n_classes=len(set(labels[evaluation].tolist())),
+    )
+    with atomic_dir(Path(out_dir)) as tmp:
+        write_npz(tmp / EVAL_FILE, sets["eval"])
+        write_npz(tmp / CALIBRATION_FILE, sets["calibration"])
+        manifest.write(tmp / MANIFEST_FILE)
+    return manifest
+
+
+def read_manifest(data_dir: Path) -> ImageDataManifest:
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not found (build the evaluation data first)")
+    try:
+        return ImageDataManifest.model_validate_json(path.read_text())
+    except ValidationError as err:
+        raise UserError(f"{path}: invalid manifest ({_one_line(err)})") from None
+
+
+def load_labels(data_dir: Path, key: str = "eval") -> np.ndarray | None:
+    """int64 class indices of the evaluation (or calibration) images; None for unlabelled data."""
+    arrays = read_npz(Path(data_dir) / (EVAL_FILE if key == "eval" else CALIBRATION_FILE))
+    return arrays["labels"].astype(np.int64) if "labels" in arrays else None
+
+
+def data_digest(data_dir: Path) -> str:
+    """sha256 over the data files' bytes, in FILES order (the files are byte-deterministic)."""
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(hashlib.sha256((Path(data_dir) / name).read_bytes()).digest())
+    return h.hexdigest()

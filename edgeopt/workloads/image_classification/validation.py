@@ -16,21 +16,31 @@ from typing import Any
 import numpy as np
 
 from edgeopt.validation import ValidationReport, run_suites
-from edgeopt.workloads.image_classification.images import IMAGE_SIZE, image_hashes, load_eval_images
+from edgeopt.workloads.image_classification.images import (
+    EVAL_FILE,
+    IMAGE_SIZE,
+    MANIFEST_FILE,
+    MIN_CALIBRATION,
+    MIN_EVAL,
+    image_hashes,
+    load_eval_images,
+    read_manifest,
+    read_npz,
+)
 
-MIN_EVAL = 32
-MIN_CALIBRATION = 8
 COLUMNS = ["index", "ndim", "height", "width", "channels", "dtype", "min", "max", "span", "sha256"]
 
 
-def image_frame(images: np.ndarray) -> Any:
+def image_frame(images: np.ndarray, labels: np.ndarray | None = None) -> Any:
     """pandas frame, one row per image: index, ndim (of the whole array), height, width, channels (-1 where
-    the array has no such axis), dtype, min, max, span (max - min; None if not numeric), sha256 of its bytes."""
+    the array has no such axis), dtype, min, max, span (max - min; None if not numeric), sha256 of its bytes;
+    with labels also `label` (None where there are fewer labels than images)."""
     import pandas as pd
 
     arr = np.asarray(images)
+    columns = [*COLUMNS, "label"] if labels is not None else COLUMNS
     if arr.ndim == 0:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     numeric = np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
     hashes = image_hashes(arr)
     rows = []
@@ -43,7 +53,11 @@ def image_frame(images: np.ndarray) -> Any:
             "dtype": str(arr.dtype), "min": lo, "max": hi,
             "span": hi - lo if lo is not None and hi is not None else None, "sha256": hashes[i],
         })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    if labels is not None:
+        values = np.asarray(labels).reshape(-1).tolist()
+        for i, row in enumerate(rows):
+            row["label"] = values[i] if i < len(values) else None
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _suites(frames: dict[str, Any], min_eval: int, min_calibration: int, size: int) -> dict[str, list[Any]]:
@@ -64,11 +78,18 @@ def _suites(frames: dict[str, Any], min_eval: int, min_calibration: int, size: i
             gxe.ExpectColumnValuesToBeBetween(column="span", min_value=1, max_value=255),
         ]
 
+    def label_columns(key: str) -> list[Any]:  # labelled data: every image has a class index
+        if "label" not in frames[key].columns:
+            return []
+        return [gxe.ExpectColumnValuesToNotBeNull(column="label"),
+                gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=None)]
+
     eval_hashes = sorted(set(frames["eval"]["sha256"]))
     return {
         "eval": [
             gxe.ExpectTableRowCountToBeBetween(min_value=min_eval, max_value=None),
             *image_columns(),
+            *label_columns("eval"),
         ],
         "calibration": [
             gxe.ExpectTableRowCountToBeBetween(min_value=min_calibration, max_value=None),
@@ -88,9 +109,11 @@ def validate_image_arrays(
     size: int = IMAGE_SIZE,
     data_dir: str = "",
     report_path: Path | None = None,
+    eval_labels: np.ndarray | None = None,
 ) -> ValidationReport:
-    """Run the GX suites on the two arrays (expected uint8 [n, size, size, 3]); never raises on bad data."""
-    frames = {"eval": image_frame(eval_images), "calibration": image_frame(calibration_images)}
+    """Run the GX suites on the two arrays (expected uint8 [n, size, size, 3]); never raises on bad data.
+    eval_labels: the evaluation images' class indices (labelled data), one per image, each >= 0."""
+    frames = {"eval": image_frame(eval_images, eval_labels), "calibration": image_frame(calibration_images)}
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     start = time.perf_counter()
 
@@ -106,11 +129,16 @@ def validate_image_data(
     *,
     min_eval: int = MIN_EVAL,
     min_calibration: int = MIN_CALIBRATION,
-    size: int = IMAGE_SIZE,
+    size: int | None = None,
 ) -> ValidationReport:
-    """The suites on the folder `build_eval_images` wrote; raises UserError only if its files are missing/unreadable."""
-    arrays = load_eval_images(Path(data_dir))
+    """The suites on the folder `build_eval_images` / `build_folder_images` wrote (size: the manifest's, else
+    IMAGE_SIZE; labels where the data has them); raises UserError only if its files are missing/unreadable."""
+    data_dir = Path(data_dir)
+    arrays = load_eval_images(data_dir)
+    if size is None:
+        size = read_manifest(data_dir).size if (data_dir / MANIFEST_FILE).is_file() else IMAGE_SIZE
+    labels = read_npz(data_dir / EVAL_FILE).get("labels")
     return validate_image_arrays(
         arrays["eval"], arrays["calibration"], min_eval=min_eval, min_calibration=min_calibration, size=size,
-        data_dir=str(data_dir), report_path=report_path,
+        data_dir=str(data_dir), report_path=report_path, eval_labels=labels,
     )

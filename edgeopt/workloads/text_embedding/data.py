@@ -33,9 +33,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from edgeopt.config import JsonlData, PydocTopicsData
 from edgeopt.errors import UserError
-from edgeopt.results import Record
+from edgeopt.io.jsonl import read_jsonl
+from edgeopt.results import EvalDataSummary
+from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData
 
 RETRIEVAL_FILE = "retrieval.jsonl"
 SENTENCES_FILE = "sentences.jsonl"
@@ -59,19 +60,6 @@ class Pair(NamedTuple):
     id: str
     query: str
     document: str
-
-
-class EvalDataSummary(Record):
-    """What `build_eval_data` wrote: counts, files, and a sha256 over their contents."""
-
-    kind: str
-    source: str
-    seed: int
-    n_pairs: int
-    n_sentences: int
-    n_calibration: int
-    files: list[str]
-    sha256: str
 
 
 # -- text helpers --------------------------------------------------------------------------
@@ -476,24 +464,6 @@ def build_eval_data(source: PydocTopicsData | JsonlData, out_dir: Path) -> EvalD
         files=list(FILES),
         sha256=sha,
     )
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: evaluation data file not found (build the data first)")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object")
-            rows.append(row)
-    return rows
 
 
 def _field(row: dict, name: str, path: Path, i: int) -> str:

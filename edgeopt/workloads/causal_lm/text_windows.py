@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.config import TextWindowsData
-from edgeopt.data import EvalDataSummary
 from edgeopt.errors import UserError
 from edgeopt.recipes import BaseModelInfo
+from edgeopt.results import EvalDataSummary
+from edgeopt.workloads.causal_lm import TextWindowsData
 
 EVAL_TEXT = "eval.txt"
 CALIBRATION_TEXT = "calibration.txt"
@@ -169,7 +169,7 @@ class _Tokenizer:
 
 def _reference_logits_fn(base: BaseModelInfo, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     """Logits of the reference for a batch of windows, and a description of how they were computed."""
-    from edgeopt.llm.logits import hf_logits, llamacpp_logits
+    from edgeopt.workloads.causal_lm.logits import hf_logits, llamacpp_logits
 
     gguf_path = base.variants.get("gguf")
     if gguf_path is not None:
@@ -184,7 +184,7 @@ def _reference_logits_fn(base: BaseModelInfo, threads: int) -> tuple[Callable[[n
 def _write_reference(path: Path, windows: np.ndarray, logits_fn: Callable[[np.ndarray], np.ndarray],
                      chunk: int = 4) -> tuple[float, int]:
     """Write float16 log-probs [N, T, V] chunk by chunk; return (reference perplexity, vocab size)."""
-    from edgeopt.llm.quality import log_softmax
+    from edgeopt.workloads.causal_lm.quality import log_softmax
 
     out = None
     nll, count = 0.0, 0

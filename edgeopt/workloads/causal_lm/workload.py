@@ -26,14 +26,17 @@ from typing import Any
 import numpy as np
 
 from edgeopt import columns as col
-from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
-from edgeopt.data import EvalDataSummary
+from edgeopt.config import BenchmarkConfig, PipelineConfig
 from edgeopt.errors import CandidateError, UserError
+from edgeopt.iospec import Feed, IOSpec
 from edgeopt.recipes import BaseModelInfo, Generation
-from edgeopt.results import Quality
+from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
+from edgeopt.taskspec import SourceKind
 from edgeopt.timing import stats
-from edgeopt.workloads import Speed, Workload
+from edgeopt.validation import ValidationReport
+from edgeopt.workloads.base import Speed, Workload
+from edgeopt.workloads.causal_lm import TextWindowsData
 
 QUALITY_FILE = "quality.json"
 POSITIONS_FILE = "positions.npz"
@@ -73,7 +76,7 @@ def roof(bandwidth_bytes_s: float, roofline: dict[str, int], mean_context: float
 
 def window_scores(logits: np.ndarray, ref_logprobs: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Per-position KL(ref || cand), NLL of the next token, and whether the argmax tokens agree."""
-    from edgeopt.llm.quality import log_softmax
+    from edgeopt.workloads.causal_lm.quality import log_softmax
 
     t = len(ids)
     if logits.shape != ref_logprobs.shape:
@@ -101,8 +104,13 @@ class CausalLM(Workload):
 
     def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
         """A causal LM architecture, and held-out text long enough for the windows asked for."""
-        from edgeopt.config import TextWindowsData
-        from edgeopt.llm.text_windows import check_text_windows
+        from edgeopt.base_model import check_tokenizer
+        from edgeopt.workloads.causal_lm.text_windows import check_text_windows
+
+        if source.gguf is None and source.tokenizer_dir is None:
+            raise UserError(f"model: no tokenizer in {source.path} (causal-lm needs the tokenizer files)")
+        if source.tokenizer_dir is not None:
+            check_tokenizer(source.tokenizer_dir)
 
         if source.hf_config is not None:
             from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -118,16 +126,15 @@ class CausalLM(Workload):
                 data = data.model_copy(update={"source": project_root / data.source})
             check_text_windows(data, source.gguf, source.tokenizer_dir)
 
-    def materialize_base(self, source: ModelSource, dest: Path, project_root: Path) -> BaseModelInfo:
+    def materialize_base(self, source: SourceKind, dest: Path, project_root: Path) -> BaseModelInfo:
         """A reference GGUF + HF folder + tokenizer, cached by the source's hash."""
-        from edgeopt.llm.reference_model import materialize_causal_lm
+        from edgeopt.workloads.causal_lm.reference_model import materialize_causal_lm
 
         return materialize_causal_lm(source, dest, project_root)
 
-    def build_data(self, source: DataSource, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
+    def build_data(self, source: SourceKind, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
         """Text windows are tokenized by the base model and scored by it once, so `base` is needed."""
-        from edgeopt.config import TextWindowsData
-        from edgeopt.llm.text_windows import build_text_windows
+        from edgeopt.workloads.causal_lm.text_windows import build_text_windows
 
         if not isinstance(source, TextWindowsData):
             raise UserError(f"data.kind {source.kind!r} does not fit task {self.task}")
@@ -136,25 +143,30 @@ class CausalLM(Workload):
         return build_text_windows(source, out_dir, base)
 
     def dataset_rows(self, data_dir: Path) -> list[dict[str, Any]]:
-        from edgeopt.data import read_jsonl
-        from edgeopt.llm.text_windows import WINDOWS_FILE
+        from edgeopt.io.jsonl import read_jsonl
+        from edgeopt.workloads.causal_lm.text_windows import WINDOWS_FILE
 
         return read_jsonl(Path(data_dir) / WINDOWS_FILE)
 
     def describe_data(self, n_pairs: int, n_items: int) -> str:
         return f"{n_items} evaluation windows"
 
-    def tokenize(self, tokenizer_dir: Path, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
+    def validate_data(self, data_dir: Path, report_path: Path | None) -> ValidationReport:
+        from edgeopt.workloads.causal_lm.validation import validate_text_windows
+
+        return validate_text_windows(data_dir, report_path)
+
+    def prepare_inputs(self, base: BaseModelInfo, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
         from transformers import AutoTokenizer
 
-        from edgeopt.llm.text_windows import load_reference, load_tokens, probe_text
+        from edgeopt.workloads.causal_lm.text_windows import load_reference, load_tokens, probe_text
 
         if bench.decode_tokens < 2:
             raise UserError("benchmark.decode_tokens must be at least 2 for causal-lm (one prompt pass + decode)")
         eval_ids, calibration = load_tokens(data_dir)
         # Any real text does for timing; the calibration stream is consecutive text.
         stream = np.concatenate([calibration.ravel(), eval_ids.ravel()])
-        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(base.tokenizer_dir), local_files_only=True)
         return {
             "eval_input_ids": eval_ids,
             "reference_logprobs": np.asarray(load_reference(data_dir, mmap=False)),
@@ -163,9 +175,10 @@ class CausalLM(Workload):
             "probe_prompt_ids": encode_prompt(tok, probe_text(data_dir)),
         }
 
-    def calibration(self, inputs: Any) -> dict[str, np.ndarray]:
-        ids = inputs["calibration_input_ids"]
-        return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    def calibration(self, inputs: Any, spec: IOSpec | None, own_length: bool = False) -> list[Feed]:
+        """One calibration window per feed (consecutive held-out text, disjoint from the evaluation windows)."""
+        ids = np.asarray(inputs["calibration_input_ids"], dtype=np.int64)
+        return [{"input_ids": w[None, :], "attention_mask": np.ones((1, len(w)), dtype=np.int64)} for w in ids]
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         prompt = inputs["bench_prompt_ids"]
@@ -240,13 +253,11 @@ class CausalLM(Workload):
         )
 
     def python_model(self) -> Path:
-        from edgeopt.serving_code import code_file
-
-        return code_file("text_generation")  # edgeopt.serving.TextGenerationModel
+        return Path(__file__).with_name("serving_code.py")
 
     def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:
         """The registered model must continue the probe prompt exactly as the measured candidate did."""
-        from edgeopt.llm.text_windows import probe_text
+        from edgeopt.workloads.causal_lm.text_windows import probe_text
 
         expected = json.loads((measurement_dir / GENERATION_FILE).read_text())
         served = model.unwrap_python_model()

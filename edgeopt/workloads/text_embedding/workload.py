@@ -9,36 +9,42 @@ from typing import Any
 import numpy as np
 
 from edgeopt import columns as col
-from edgeopt.config import BenchmarkConfig, DataSource, ModelSource, PipelineConfig
-from edgeopt.data import EvalDataSummary
-from edgeopt.errors import UserError
+from edgeopt.config import BenchmarkConfig, PipelineConfig
+from edgeopt.errors import CandidateError, UserError
+from edgeopt.iospec import Feed, IOSpec
 from edgeopt.metrics import mean_cosine, retention, retrieval_metrics
 from edgeopt.recipes import BaseModelInfo
-from edgeopt.results import Quality
+from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
+from edgeopt.taskspec import SourceKind
 from edgeopt.timing import stats, timed_loop
-from edgeopt.workloads import Speed, Workload
+from edgeopt.validation import ValidationReport
+from edgeopt.workloads.base import Speed, TorchForm, Workload
+from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData
+from edgeopt.workloads.text_embedding.embeddings import encode, encode_all
 
 QUALITY_SETS = ("fidelity", "queries", "documents")
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a BERT-style encoder may declare
 EMBEDDINGS_FILE = "embeddings.npz"
 LOAD_CHECK_MIN_COSINE = 0.98
-
-
-def encode_all(runner: Any, ids: np.ndarray, mask: np.ndarray, batch: int) -> np.ndarray:
-    parts = [runner.encode(ids[i : i + batch], mask[i : i + batch]) for i in range(0, len(ids), batch)]
-    return np.concatenate(parts).astype(np.float32)
 
 
 class TextEmbedding(Workload):
     task = "text-embedding"
     default_quality_metrics = ("cosine", "recall@10", "mrr")
     metric_names = ("cosine", "recall@1", "recall@10", "mrr")
+    sequence_inputs = True
     columns = (*col.LATENCY, *col.FOOTPRINT, col.Column("cosine", col.measured(".4f", col.metric("cosine"))),
                col.Column("R@10 ret", col.measured(".3f", col.retention("recall@10"))),
                col.Column("MRR ret", col.measured(".3f", col.retention("mrr"))))
 
     def preflight(self, cfg: PipelineConfig, source: SourceFacts, project_root: Path) -> None:
-        """A Hugging Face source must be an encoder the installed transformers can load with AutoModel."""
+        """A tokenizer, and a Hugging Face source must be an encoder transformers can load with AutoModel."""
+        from edgeopt.base_model import check_tokenizer
+
+        if source.tokenizer_dir is None:
+            raise UserError(f"model: no tokenizer in {source.path} (text-embedding needs the tokenizer files)")
+        check_tokenizer(source.tokenizer_dir)
         if source.hf_config is None:
             return
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
@@ -53,30 +59,40 @@ class TextEmbedding(Workload):
             raise UserError(f"model: architecture {model_type!r} is not an encoder that text-embedding can "
                             f"mean-pool (e.g. bert, roberta, mpnet, xlm-roberta)")
 
-    def materialize_base(self, source: ModelSource, dest: Path, project_root: Path) -> BaseModelInfo:
-        from edgeopt.base_model import materialize_files
+    def materialize_base(self, source: SourceKind, dest: Path, project_root: Path) -> BaseModelInfo:
+        from edgeopt.workloads.text_embedding.base_model import materialize_encoder
 
-        return materialize_files(source, dest, self.task, project_root)
+        return materialize_encoder(source, dest, self.task, project_root)
 
-    def build_data(self, source: DataSource, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
-        from edgeopt.data import build_eval_data
+    def build_data(self, source: SourceKind, out_dir: Path, base: BaseModelInfo | None) -> EvalDataSummary:
+        from edgeopt.workloads.text_embedding.data import build_eval_data
 
+        if not isinstance(source, PydocTopicsData | JsonlData):
+            raise UserError(f"data.kind {source.kind!r} does not fit task {self.task}")
         return build_eval_data(source, out_dir)
 
+    def validate_data(self, data_dir: Path, report_path: Path | None) -> ValidationReport:
+        from edgeopt.workloads.text_embedding.validation import validate_eval_data
+
+        return validate_eval_data(data_dir, report_path)
+
     def dataset_rows(self, data_dir: Path) -> list[dict[str, Any]]:
-        from edgeopt.data import load_retrieval
+        from edgeopt.workloads.text_embedding.data import load_retrieval
 
         return [p._asdict() for p in load_retrieval(data_dir)]
 
     def describe_data(self, n_pairs: int, n_items: int) -> str:
         return f"{n_pairs} pairs, {n_items} sentences"
 
-    def tokenize(self, tokenizer_dir: Path, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
+    def prepare_inputs(self, base: BaseModelInfo, data_dir: Path, bench: BenchmarkConfig) -> dict[str, np.ndarray]:
+        """Every set tokenized once: the fidelity sentences, queries, documents, calibration, bench batch."""
         from transformers import AutoTokenizer
 
-        from edgeopt.data import load_calibration, load_retrieval, load_sentences
+        from edgeopt.workloads.text_embedding.data import load_calibration, load_retrieval, load_sentences
 
-        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        if base.tokenizer_dir is None:
+            raise UserError("text-embedding needs the base model's tokenizer")
+        tok = AutoTokenizer.from_pretrained(str(base.tokenizer_dir))
         pairs = load_retrieval(data_dir)
         if len(pairs) < bench.throughput_batch_size:
             raise UserError(f"need at least {bench.throughput_batch_size} retrieval pairs for the throughput batch")
@@ -97,15 +113,43 @@ class TextEmbedding(Workload):
             arrays[f"{name}_attention_mask"] = enc["attention_mask"].astype(np.int64)
         return arrays
 
-    def calibration(self, inputs: Any) -> dict[str, np.ndarray]:
-        return {"input_ids": inputs["calibration_input_ids"], "attention_mask": inputs["calibration_attention_mask"]}
+    def calibration(self, inputs: Any, spec: IOSpec | None, own_length: bool = False) -> list[Feed]:
+        """One calibration sentence per feed; token_type_ids (single segment) are zeros.
+
+        own_length: trailing padding is dropped where the sequence axis is dynamic, so activation
+        statistics come from real tokens, not from padding the model never attends to.
+        """
+        ids = np.asarray(inputs["calibration_input_ids"], dtype=np.int64)
+        mask = np.asarray(inputs["calibration_attention_mask"], dtype=np.int64)
+        names = spec.input_names if spec is not None else ("input_ids", "attention_mask")
+        unknown = [n for n in names if n not in TOKEN_INPUTS]
+        if unknown:
+            raise CandidateError(f"the model needs input(s) text-embedding cannot supply: {', '.join(unknown)}")
+        trim = own_length and spec is not None and all(len(t.shape) > 1 and t.is_dynamic(1) for t in spec.inputs)
+        feeds = []
+        for row_ids, row_mask in zip(ids, mask, strict=True):
+            n = max(int(row_mask.nonzero()[0].max()) + 1, 1) if trim and row_mask.any() else len(row_ids)
+            arrays = {"input_ids": row_ids[None, :n], "attention_mask": row_mask[None, :n],
+                      "token_type_ids": np.zeros((1, n), dtype=np.int64)}
+            feed = {name: arrays[name] for name in names}
+            feeds.append(spec.cast(feed) if spec is not None else feed)
+        return feeds
+
+    def torch_form(self, model_dir: Path, for_export: bool = False) -> TorchForm:
+        """The SentenceEncoder (BERT-style encoder + mean pooling + L2 norm) of a Hugging Face folder.
+
+        for_export: "eager" attention, which onnxruntime's transformer optimizer fuses; else "sdpa".
+        """
+        from edgeopt.workloads.text_embedding.model import torch_form
+
+        return torch_form(model_dir, for_export=for_export)
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         ids, mask = inputs["bench_input_ids"], inputs["bench_attention_mask"]
         b1, tb = bench.batch_size, bench.throughput_batch_size
-        lat = timed_loop(lambda: runner.encode(ids[:b1], mask[:b1]),
+        lat = timed_loop(lambda: encode(runner, ids[:b1], mask[:b1]),
                          bench.warmup_iterations, bench.min_iterations, bench.min_time_s)
-        thr = timed_loop(lambda: runner.encode(ids[:tb], mask[:tb]),
+        thr = timed_loop(lambda: encode(runner, ids[:tb], mask[:tb]),
                          max(1, bench.warmup_iterations // 2), max(3, bench.min_iterations // 4), bench.min_time_s)
         thr_stats = stats(thr, tb)
         return Speed(latency=stats(lat, b1), throughput=thr_stats,
@@ -130,14 +174,15 @@ class TextEmbedding(Workload):
             retention={"cosine": cosine, **retention(cand_retrieval, base_retrieval)},
         )
 
-    def python_model(self) -> Path:
-        from edgeopt.serving_code import code_file
+    def serving_config(self, cfg: PipelineConfig, base: BaseModelInfo) -> dict[str, Any]:
+        return {"max_length": cfg.benchmark.sequence_length, "threads": cfg.benchmark.threads}
 
-        return code_file("text_embedding")  # edgeopt.serving.TextEmbeddingModel
+    def python_model(self) -> Path:
+        return Path(__file__).with_name("serving_code.py")
 
     def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:
         """The registered model must reproduce the candidate's measured embeddings."""
-        from edgeopt.data import load_sentences
+        from edgeopt.workloads.text_embedding.data import load_sentences
 
         probe = load_sentences(data_dir)[:4]
         got = np.asarray(model.predict(probe))

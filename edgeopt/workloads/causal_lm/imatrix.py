@@ -25,7 +25,7 @@ Imatrix = dict[str, npt.NDArray[np.float32]]  # GGUF weight name -> mean squared
 
 def _gguf_weight_name(hf_module: str) -> str | None:
     """GGUF weight name for an HF LlamaForCausalLM linear module name (None for lm_head)."""
-    from edgeopt.llm.hf_export import LAYER_NAMES
+    from edgeopt.workloads.causal_lm.hf_export import LAYER_NAMES
 
     parts = hf_module.split(".")  # model.layers.{i}.self_attn.q_proj
     if len(parts) != 5 or parts[:2] != ["model", "layers"]:

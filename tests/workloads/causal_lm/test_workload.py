@@ -11,9 +11,10 @@ import pytest
 
 from edgeopt.config import BenchmarkConfig
 from edgeopt.errors import UserError
-from edgeopt.llm.quality import log_softmax, mean_kld, perplexity, top1_agreement
-from edgeopt.workloads import get_workload
-from edgeopt.workloads.causal_lm import QUALITY_FILE, roof, until_eos, window_scores
+from edgeopt.recipes import BaseModelInfo
+from edgeopt.workloads.base import get_workload
+from edgeopt.workloads.causal_lm.quality import log_softmax, mean_kld, perplexity, top1_agreement
+from edgeopt.workloads.causal_lm.workload import QUALITY_FILE, roof, until_eos, window_scores
 
 WORKLOAD = get_workload("causal-lm")
 
@@ -58,7 +59,8 @@ def test_until_eos_cuts_at_the_first_end_token() -> None:
 
 def test_decode_needs_at_least_two_tokens(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="decode_tokens"):
-        WORKLOAD.tokenize(tmp_path, tmp_path, BenchmarkConfig(decode_tokens=1))
+        base = BaseModelInfo(path=tmp_path, format="gguf", sha256="0" * 64, task="causal-lm", tokenizer_dir=tmp_path)
+        WORKLOAD.prepare_inputs(base, tmp_path, BenchmarkConfig(decode_tokens=1))
 
 
 # -- the harness on the real model --------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def test_decode_needs_at_least_two_tokens(tmp_path: Path) -> None:
 def runner() -> object:
     pytest.importorskip("llama_cpp")
     from edgeopt.adapters.llamacpp import LlamaCppRunner
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
 
     return LlamaCppRunner(bundled_smollm2_gguf(), threads=2)
 
@@ -76,8 +78,8 @@ def runner() -> object:
 @pytest.fixture(scope="module")
 def inputs(runner: object) -> dict[str, np.ndarray]:
     """Two real windows; the 'reference' is the runner's own prediction, so quality must be perfect."""
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
-    from edgeopt.llm.logits import token_windows
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
+    from edgeopt.workloads.causal_lm.logits import token_windows
 
     windows = token_windows(bundled_smollm2_gguf(), 2, 32)
     reference = np.stack([log_softmax(runner.logits(w)).astype(np.float16) for w in windows])  # type: ignore[attr-defined]

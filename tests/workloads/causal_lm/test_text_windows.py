@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.config import TextWindowsData
 from edgeopt.errors import UserError
-from edgeopt.llm import text_windows as tw
-from edgeopt.llm.text_windows import build_text_windows
 from edgeopt.recipes import BaseModelInfo
-from edgeopt.validation import validate_eval_data
-from edgeopt.workloads import get_workload
+from edgeopt.workloads.base import get_workload
+from edgeopt.workloads.causal_lm import TextWindowsData
+from edgeopt.workloads.causal_lm import text_windows as tw
+from edgeopt.workloads.causal_lm.text_windows import build_text_windows
+from edgeopt.workloads.causal_lm.validation import validate_text_windows
 
 pytest.importorskip("llama_cpp")
 SOURCE = TextWindowsData(kind="text-windows", windows=3, window_tokens=64)
@@ -24,7 +24,7 @@ SOURCE = TextWindowsData(kind="text-windows", windows=3, window_tokens=64)
 @pytest.fixture(scope="module")
 def base() -> BaseModelInfo:
     """The bundled Q4_1 GGUF stands in for the reference: its tokenizer and its predictions."""
-    from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
 
     gguf = bundled_smollm2_gguf()
     return BaseModelInfo(path=gguf, format="gguf", tokenizer_dir=Path("/nonexistent"), sha256="a" * 64,
@@ -73,7 +73,7 @@ def test_same_settings_reuse_the_folder_and_new_ones_rebuild(data_dir: Path, bas
 
 
 def test_validation_passes_on_the_built_data(data_dir: Path) -> None:
-    report = validate_eval_data(data_dir)
+    report = validate_text_windows(data_dir)
     assert report.success, report.failed
     assert {r.dataset for r in report.results} == {"windows", "calibration", "calibration_text", "eval_text",
                                                    "reference"}
@@ -89,7 +89,7 @@ def test_validation_names_leaked_calibration_text_and_a_broken_reference(data_di
     ref[1, 5, :] = np.nan
     ref.flush()
     del ref
-    report = validate_eval_data(broken)
+    report = validate_text_windows(broken)
     assert not report.success
     assert "expect_column_values_to_not_be_in_set(calibration_text.text)" in report.failed
     assert "expect_column_values_to_be_in_set(reference.finite)" in report.failed
@@ -115,4 +115,4 @@ def test_a_user_text_file_is_split_by_paragraph(base: BaseModelInfo, tmp_path: P
     summary = build_text_windows(SOURCE.model_copy(update={"source": text}), out, base)
     assert summary.kind == "text-windows" and summary.n_sentences == 3
     assert str(text) in json.loads((out / tw.MANIFEST).read_text())["source"]
-    assert validate_eval_data(out).success
+    assert validate_text_windows(out).success

@@ -94,8 +94,8 @@ def quantize_gguf(
     """
     import llama_cpp
 
-    from edgeopt.llm.gguf_reference import tensor_type_histogram
-    from edgeopt.llm.imatrix import load_imatrix_gguf
+    from edgeopt.workloads.causal_lm.gguf_reference import tensor_type_histogram
+    from edgeopt.workloads.causal_lm.imatrix import load_imatrix_gguf
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype_for(qtype)

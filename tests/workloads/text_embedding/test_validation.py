@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt import data
-from edgeopt.config import PydocTopicsData
 from edgeopt.errors import UserError
-from edgeopt.validation import ValidationReport, require_valid, validate_eval_data
+from edgeopt.validation import ValidationReport, require_valid
+from edgeopt.workloads.text_embedding import PydocTopicsData, data
+from edgeopt.workloads.text_embedding.validation import validate_eval_data
 
 
 @pytest.fixture(scope="module")

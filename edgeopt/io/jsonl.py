@@ -1,0 +1,26 @@
+"""JSON Lines files of the project's own data folders: one object per line, blank lines skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeopt.errors import UserError
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: evaluation data file not found (build the data first)")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object")
+            rows.append(row)
+    return rows

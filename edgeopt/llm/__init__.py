@@ -1,1 +1,0 @@
-"""LLM variants from GGUF: reference copies, Hugging Face export, llama.cpp quantization, logits and quality."""
