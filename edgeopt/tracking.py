@@ -286,6 +286,9 @@ def log_dataset(run_id: str, data_dir: Path, rows: list[dict[str, Any]], name: s
     with warnings.catch_warnings():
         # MLflow registers the local-artifact source twice and warns that a path is ambiguous.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        # The schema of integer columns (image labels, sizes): MLflow's advice about missing values at
+        # inference does not apply to an evaluation table, which has none.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         dataset = mlflow.data.from_pandas(df, source=data_dir.resolve().as_uri(), name=name, digest=digest[:36])
     client = mlflow.MlflowClient()
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(

@@ -578,6 +578,7 @@ class OrtStaticInt8Options(BaseModel):
     calibration_samples: int = Field(default=64, ge=1)
     # MatMul: the dense layers (only those with constant weights, see MatMulConstBOnly);
     # Gather: the embedding tables, most of MiniLM's bytes.
+    # Empty: every op type ORT can quantize (what a CNN wants; see the effnet pipeline in params.yaml).
     op_types: list[str] = Field(default_factory=lambda: ["MatMul", "Gather"])
     # Keep the MatMuls fed by GELU in float: quantizing them alone drops MiniLM's min cosine from
     # 0.99 to 0.90 (layer 0's FFN output projection alone costs 0.04).

@@ -143,6 +143,49 @@ def _short_text(tmp: Path) -> Path:
     return _params(tmp, "smollm2", data={"kind": "text-windows", "source": str(path)})
 
 
+def _image_folder(tmp: Path, problem: str) -> Path:
+    """A class-per-subfolder folder of real photographs' crops with one problem; the effnet params for it."""
+    import numpy as np
+    from PIL import Image
+
+    from edgeopt.workloads.image_classification.images import expand, read_rgb, skimage_data_dir
+
+    folder, classes = tmp / "images", tmp / "classes.json"
+    for cls, photo in (("cat", "chelsea.png"), ("espresso", "coffee.png")):
+        (folder / cls).mkdir(parents=True)
+        if problem == "no images":
+            continue
+        for i, img in enumerate(expand([np.asarray(read_rgb(skimage_data_dir() / photo))], 24, seed=1, size=64)):
+            Image.fromarray(img).save(folder / cls / f"{i:03d}.png")
+    if problem == "not an image":
+        (folder / "cat" / "notes.jpg").write_text("meeting notes, saved with the wrong extension")
+    mapping = {"cat": 285, "espresso": 967}
+    if problem == "mislabelled":
+        mapping = {"kitten": 285, "espresso": 967}  # the folder is called cat
+    classes.write_text(json.dumps(mapping))
+    return _params(tmp, "effnet", data={"kind": "image-folder", "path": str(folder), "classes": str(classes),
+                                        "n_calibration": 8})
+
+
+def _onnx_classifier(tmp: Path, declared: int) -> Path:
+    """A real ONNX classifier (the bundled EfficientNet-Lite0 is 224x224) declared with another input size."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((10, 3, 1, 1), dtype=np.float32), "w")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["scores"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                           ["batch", 3, 224, 224])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])], [w])
+    path = tmp / "classifier.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    return _params(tmp, "effnet", model={"kind": "onnx", "path": str(path), "image_size": declared},
+                   candidates=[{"name": "onnx-fp32", "recipe": "onnx-export"}],
+                   selection={"baseline": "onnx-fp32"})
+
+
 def _tracking(tmp: Path, uri: str) -> Path:
     path = _params(tmp)
     raw = yaml.safe_load(path.read_text())
@@ -227,6 +270,13 @@ CASES = [
         {"name": "torch-fp32", "recipe": "torch-eager", "enabled": False},
         {"name": "onnx-fp32", "recipe": "onnx-export"}]),
         "the baseline is disabled"),
+    # image-classification inputs
+    Case("images: a folder with no images", lambda t: _image_folder(t, "no images"), "empty class folder"),
+    Case("images: a file that is not an image", lambda t: _image_folder(t, "not an image"), "not an image"),
+    Case("images: a class folder missing from the class map", lambda t: _image_folder(t, "mislabelled"),
+         "class folder 'cat' is not in the class map"),
+    Case("images: an ONNX classifier whose declared size does not match", lambda t: _onnx_classifier(t, 256),
+         "256 does not match the graph's input images"),
     Case("tracking: a sqlite store in a folder that does not exist", lambda t: _tracking(
         t, f"sqlite:///{t / 'no' / 'such' / 'mlflow.db'}"), "does not exist", commands=("run",)),
     Case("tracking: no server listening", lambda t: _tracking(t, "http://127.0.0.1:9/"),

@@ -80,7 +80,7 @@ class PhotographsData(SourceKind):
     and flips; calibration crops come from photographs held out of evaluation."""
 
     kind: Literal["skimage-photographs"] = "skimage-photographs"
-    n_eval: int = Field(256, ge=32)
+    n_eval: int = Field(512, ge=32)
     n_calibration: int = Field(64, ge=8)
     seed: int = Field(0, ge=0)
 
@@ -104,6 +104,6 @@ TASK = TaskSpec(
     workload="edgeopt.workloads.image_classification.workload:WORKLOAD",
     model_sources=(BundledModel, HFFolderModel, OnnxClassifierModel),
     data_sources=(PhotographsData, ImageFolderData),
-    quality_metrics=("top1_agreement", "top5_overlap"),
+    quality_metrics=("decisive_top1_agreement",),
     summary="image classifiers: top-1 agreement / top-5 overlap / softmax KLD vs the base, top-k accuracy retention",
 )

@@ -58,6 +58,24 @@ def top1_agreement(base: np.ndarray, candidate: np.ndarray) -> float:
     return float(top1_agreement_per_sample(base, candidate).mean())
 
 
+# The base's own top-1 probability above which its answer counts as decisive. Inputs far from the training
+# distribution (textures, micrographs: most of the photographs scikit-image ships) get flat softmaxes whose
+# top classes swap under any perturbation, FP16 included: agreement there measures that tie, not the candidate.
+DECISIVE_PROBABILITY = 0.5
+
+
+def decisive(base: np.ndarray) -> np.ndarray:
+    """bool [n]: where the base's top-1 softmax probability is at least DECISIVE_PROBABILITY."""
+    return np.exp(log_softmax(base).max(axis=1)) >= DECISIVE_PROBABILITY
+
+
+def decisive_top1_agreement(base: np.ndarray, candidate: np.ndarray) -> float:
+    """Top-1 agreement over the inputs the base classifies decisively; all inputs if it classifies none so."""
+    mask = decisive(np.asarray(base, dtype=np.float64))
+    same = top1_agreement_per_sample(base, candidate)
+    return float(same[mask].mean() if mask.any() else same.mean())
+
+
 def topk_overlap_per_sample(base: np.ndarray, candidate: np.ndarray, k: int = 5) -> np.ndarray:
     """float [n]: |top-k(base) ∩ top-k(candidate)| / k, order inside the top k ignored."""
     b, c, valid = _pair(base, candidate)
@@ -110,11 +128,12 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 def compare_logits(
     base: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None
 ) -> dict[str, float]:
-    """All metrics at once: top1_agreement, top5_overlap, softmax_kld; with labels also the candidate's and the
+    """All metrics at once: top1_agreement, decisive_top1_agreement, top5_overlap, softmax_kld; with labels also the candidate's and the
     base's top-1/top-5 accuracy (`top1_accuracy`, `base_top1_accuracy`, ...)."""
     k5 = min(5, np.asarray(base).shape[-1])
     out = {
         "top1_agreement": top1_agreement(base, candidate),
+        "decisive_top1_agreement": decisive_top1_agreement(base, candidate),
         "top5_overlap": float(topk_overlap_per_sample(base, candidate, k5).mean()),
         "softmax_kld": softmax_kld(base, candidate),
     }

@@ -34,7 +34,9 @@ from edgeopt.workloads.image_classification.logits import logits, logits_all, pi
 LOGITS_FILE = "logits.npz"  # "logits" float32 [n_eval, classes], and "labels" int64 [n_eval] for labelled data
 PIXELS = {"eval": "eval_pixels", "calibration": "calibration_pixels", "bench": "bench_pixels"}
 LABELS = "eval_labels"
-AGREEMENT = ("top1_agreement", "top5_overlap")  # relative to the baseline already: their own retention
+# Relative to the baseline already: their own retention. decisive_top1_agreement: on the inputs the base
+# itself classifies with top-1 probability >= 0.5 (see quality.DECISIVE_PROBABILITY).
+AGREEMENT = ("decisive_top1_agreement", "top1_agreement", "top5_overlap")
 ACCURACY = ("top1_accuracy", "top5_accuracy")  # labelled data only; retention = candidate / baseline
 LOAD_CHECK_MAX_IMAGES = 32
 
@@ -45,10 +47,11 @@ def _has(inputs: Any, key: str) -> bool:
 
 class ImageClassification(Workload):
     task = "image-classification"
-    default_quality_metrics = AGREEMENT
+    default_quality_metrics = ("decisive_top1_agreement",)
     metric_names = (*AGREEMENT, "softmax_kld", *ACCURACY)
     columns = (*col.LATENCY, *col.FOOTPRINT,
                col.Column("top-1 agr", col.measured(".4f", col.metric("top1_agreement"))),
+               col.Column("decisive agr", col.measured(".4f", col.metric("decisive_top1_agreement"))),
                col.Column("top-5 ovl", col.measured(".4f", col.metric("top5_overlap"))),
                col.Column("KLD", col.measured(".4f", col.metric("softmax_kld"))),
                col.Column("top-1 acc", col.measured(".3f", col.metric("top1_accuracy"))),

@@ -95,6 +95,26 @@ def test_topk_accuracy_against_labels() -> None:
 def test_compare_logits_reports_every_metric(base: np.ndarray) -> None:
     labels = base.argmax(axis=1)
     out = compare_logits(base, base, labels)
-    assert out == {"top1_agreement": 1.0, "top5_overlap": 1.0, "softmax_kld": 0.0, "top1_accuracy": 1.0,
+    assert out == {"top1_agreement": 1.0, "decisive_top1_agreement": 1.0, "top5_overlap": 1.0, "softmax_kld": 0.0,
+                   "top1_accuracy": 1.0,
                    "base_top1_accuracy": 1.0, "top5_accuracy": 1.0, "base_top5_accuracy": 1.0}
-    assert set(compare_logits(base, base)) == {"top1_agreement", "top5_overlap", "softmax_kld"}
+    assert set(compare_logits(base, base)) == {"top1_agreement", "decisive_top1_agreement", "top5_overlap",
+                                               "softmax_kld"}
+
+
+def test_decisive_agreement_ignores_inputs_the_base_is_unsure_of() -> None:
+    from edgeopt.workloads.image_classification.quality import decisive, decisive_top1_agreement
+
+    sure = np.zeros((4, 10))
+    sure[np.arange(4), [1, 2, 3, 4]] = 8.0  # top-1 probability ~0.997
+    flat = np.zeros((4, 10))
+    flat[np.arange(4), [5, 6, 7, 8]] = 0.1  # top-1 probability ~0.11: a near tie
+    base = np.concatenate([sure, flat])
+    cand = base.copy()
+    cand[4:, 9] = 1.0  # the candidate flips every near tie, and none of the decisive answers
+    assert decisive(base).tolist() == [True] * 4 + [False] * 4
+    assert decisive_top1_agreement(base, cand) == 1.0
+    cand[0, 0] = 20.0  # one decisive answer flips
+    assert decisive_top1_agreement(base, cand) == 0.75
+    # With no decisive input at all, it is the plain agreement.
+    assert decisive_top1_agreement(flat, flat) == 1.0
