@@ -128,7 +128,8 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 def compare_logits(
     base: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None
 ) -> dict[str, float]:
-    """All metrics at once: top1_agreement, decisive_top1_agreement, top5_overlap, softmax_kld; with labels also the candidate's and the
+    """All metrics at once: top1_agreement, decisive_top1_agreement, top5_overlap, softmax_kld; with labels
+    also the candidate's and the
     base's top-1/top-5 accuracy (`top1_accuracy`, `base_top1_accuracy`, ...)."""
     k5 = min(5, np.asarray(base).shape[-1])
     out = {
