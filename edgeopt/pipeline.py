@@ -31,7 +31,7 @@ from edgeopt.validation import ValidationReport, require_valid
 from edgeopt.workloads.base import get_workload
 from edgeopt.workspace import Workspace
 
-CODE_VERSION = "1"  # bump when a change in this package invalidates built candidates
+CODE_VERSION = "2"  # bump when a change in this package invalidates built candidates
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class PreparedData(Record):
     n_sentences: int
     base_variants: dict[str, str] = Field(default_factory=dict)
     base_details: dict[str, Any] = Field(default_factory=dict)
+    # The base model's tensor I/O spec (IOSpec.to_dict()); None for a generation model.
+    base_io_spec: dict[str, Any] | None = None
 
     def base(self) -> BaseModelInfo:
         return BaseModelInfo(path=Path(self.base_path), format=self.base_format, sha256=self.base_sha256,
@@ -95,9 +97,25 @@ def prepare_data(ctx: PipelineContext) -> PreparedData:
         base_sha256=base.sha256, task=base.task, data_digest=summary.sha256,
         n_pairs=summary.n_pairs, n_sentences=summary.n_sentences,
         base_variants={k: str(v) for k, v in base.variants.items()}, base_details=base.details,
+        base_io_spec=base_io_spec(workload, base),
     )
     prepared.write(ws.base_info)
     return prepared
+
+
+def base_io_spec(workload: Any, base: BaseModelInfo) -> dict[str, Any] | None:
+    """The base model's tensor I/O spec: an ONNX graph's own, else the task's PyTorch form's.
+
+    None where the base has neither (a generation model is a stateful decoder, not one call on named tensors).
+    """
+    if base.format == "onnx":
+        from edgeopt.adapters.onnxruntime import served_io_spec
+
+        return served_io_spec(Path(base.path)).to_dict()
+    try:
+        return dict(workload.torch_form(Path(base.path)).io_spec.to_dict())
+    except CandidateError:
+        return None
 
 
 def resolve_data_paths(ctx: PipelineContext) -> Any:
@@ -272,7 +290,7 @@ def build_candidate(
                 options=spec.options, format=result.format, runtime=result.runtime, precision=result.precision,
                 model_file=result.model_file, details=result.details, cache_key=cache_key,
                 base_sha256=prepared.base_sha256, build_seconds=time.perf_counter() - started,
-                tool_versions=library_versions(),
+                tool_versions=library_versions(), io_spec=result.io_spec,
             )
             record.write(tmp / "candidate.json")
             shutil.rmtree(out, ignore_errors=True)
@@ -450,6 +468,8 @@ def start_tracking(ctx: PipelineContext, prepared: PreparedData, dvc: dict[str, 
                                          ctx.cfg.model_dump(mode="json"))
     rows = get_workload(ctx.cfg.task).dataset_rows(ctx.ws.data_dir)
     tracking.log_dataset(run_id, ctx.ws.data_dir, rows, f"{ctx.namespace}-eval", prepared.data_digest)
+    if prepared.base_io_spec is not None:
+        tracking.log_json(run_id, prepared.base_io_spec, "base_io_spec.json")
     run = TrackedRun(experiment_id=experiment_id, run_id=run_id, lineage=lineage)
     run.write(ctx.ws.run_info)
     return run

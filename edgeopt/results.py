@@ -38,6 +38,8 @@ class CandidateRecord(Record):
     base_sha256: str
     build_seconds: float
     tool_versions: dict[str, str] = Field(default_factory=dict)
+    # The model's tensor I/O spec (edgeopt.iospec.IOSpec.to_dict()); None for stateful generation runtimes.
+    io_spec: dict[str, Any] | None = None
 
 
 class LatencyStats(Record):

@@ -277,6 +277,13 @@ def start_pipeline_run(
     return str(run.info.run_id)
 
 
+def log_json(run_id: str, obj: Any, name: str) -> None:
+    """A JSON artifact of a run (e.g. the base model's tensor I/O spec)."""
+    import mlflow
+
+    mlflow.MlflowClient().log_dict(run_id, obj, name)
+
+
 def log_dataset(run_id: str, data_dir: Path, rows: list[dict[str, Any]], name: str, digest: str) -> None:
     """Record the evaluation set (name, digest, source, schema: `rows`, the task's table of it) as the run's input."""
     import mlflow

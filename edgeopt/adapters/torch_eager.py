@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 # Files of a Hugging Face folder that define the model itself (the tokenizer lives in base.tokenizer_dir).
 _CONFIG_FILE = "config.json"
+_PREPROCESSING_FILES = ("preprocessor_config.json",)
 _WEIGHTS_FILE = "model.safetensors"
 _SHARD_INDEX = "model.safetensors.index.json"
 # The task of a torch candidate whose details name none (built when this runtime was text-embedding only).
@@ -57,8 +58,10 @@ def _build_torch_eager(ctx: BuildContext) -> BuildOutput:
         model_file = _SHARD_INDEX
     else:
         raise CandidateError(f"{src} has no safetensors weights (pickled .bin weights are not loaded)")
+    # The preprocessing the model was trained with travels with it (image processors' config).
+    extra = [name for name in _PREPROCESSING_FILES if (src / name).is_file()]
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    for name in [_CONFIG_FILE, *weights]:
+    for name in [_CONFIG_FILE, *weights, *extra]:
         shutil.copy2(src / name, ctx.out_dir / name)
     # Loading the copy proves the task can run it, and gives the spec the runtime will serve.
     spec = _torch_form(ctx.base.task, ctx.out_dir).io_spec
@@ -67,7 +70,7 @@ def _build_torch_eager(ctx: BuildContext) -> BuildOutput:
         runtime="torch",
         precision="fp32",
         model_file=model_file,
-        details={"files": [_CONFIG_FILE, *weights], "task": ctx.base.task},
+        details={"files": [_CONFIG_FILE, *weights, *extra], "task": ctx.base.task},
         io_spec=spec.to_dict(),
     )
 
