@@ -1,6 +1,6 @@
 """Benchmarks of the performance goals, measured side by side in one run on this machine.
 
-Usage: .venv/bin/python bench/run_bench.py [--params params.yaml] [--repeats 3] [--skip-llm]
+Usage: .venv/bin/python bench/run_bench.py [--repeats 3] [--skip-llm] [--pipelines effnet ...]
 
 Everything runs on a fresh workspace under bench/results/tmp/ (its own MLflow store), so the
 project's outputs and registry are not touched. Results: bench/results/<machine>.{md,json}.
@@ -543,6 +543,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-llm", action="store_true")
+    ap.add_argument("--pipelines", nargs="+", help="only these namespaces of params.yaml (default: all)")
     ap.add_argument("--smoke", action="store_true", help="a few candidates, tiny budgets: checks the code only")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
@@ -550,12 +551,15 @@ def main() -> None:
     global PROFILES
     started = time.perf_counter()
     out = args.out / "smoke" if args.smoke else args.out  # a smoke run never clobbers a full run's files
+    if args.pipelines:  # nor does a run of some pipelines only
+        out = out / "-".join(args.pipelines)
     PROFILES = out / "profiles"
     tmp = out / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    pipelines = [p for p, c in raw["pipelines"].items() if not (args.skip_llm and c.get("task") == "causal-lm")]
+    pipelines = [p for p, c in raw["pipelines"].items() if not (args.skip_llm and c.get("task") == "causal-lm")
+                 and (not args.pipelines or p in args.pipelines)]
     params_path = bench_params(tmp, pipelines, args.smoke)
     m = machine()
     print(f"machine: {m['cpu']}, {m['cores']} cores; pipelines: {pipelines}", flush=True)

@@ -108,10 +108,12 @@ def base_io_spec(workload: Any, base: BaseModelInfo) -> dict[str, Any] | None:
 
     None where the base has neither (a generation model is a stateful decoder, not one call on named tensors).
     """
-    if base.format == "onnx":
-        from edgeopt.adapters.onnxruntime import served_io_spec
+    if base.format == "onnx":  # as the file declares it: a runtime that cannot load it fails its candidates
+        import onnx
 
-        return served_io_spec(Path(base.path)).to_dict()
+        from edgeopt.adapters.onnxruntime import onnx_io_spec
+
+        return onnx_io_spec(onnx.load(str(base.path), load_external_data=False)).to_dict()
     try:
         return dict(workload.torch_form(Path(base.path)).io_spec.to_dict())
     except CandidateError:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import UserError
 from edgeopt.io.atomic import write_text_atomic
+from edgeopt.iospec import IOSpec
 from edgeopt.results import CandidateRecord, CandidateResult, Promotion, Selection
+from edgeopt.workloads.base import get_workload, table_columns
 
 if TYPE_CHECKING:
     from edgeopt.pipeline import PipelineContext, TrackedRun
@@ -158,8 +160,6 @@ def _f(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
 
 
 def candidate_table(inputs: ReportInputs) -> str:
-    from edgeopt.workloads.base import table_columns
-
     sel = inputs.selection
     columns = table_columns(sel)  # the task's own: latency, footprint, its quality metrics
     head = ["candidate", "recipe", "parent", "framework", "precision", "status", *(c.header for c in columns),
@@ -317,9 +317,13 @@ def gather(ctx: PipelineContext, selection: Selection, promotion: Promotion | No
     base: dict[str, Any] = {"source": json.dumps(ctx.cfg.model.model_dump(mode="json")), "task": ctx.cfg.task}
     if ctx.ws.base_info.is_file():
         info = json.loads(ctx.ws.base_info.read_text())
+        spec = info.get("base_io_spec")
         base.update({"format": info.get("base_format"), "sha256": info.get("base_sha256"),
                      "evaluation data digest": info.get("data_digest"),
-                     "evaluation pairs / sentences": f"{info.get('n_pairs')} / {info.get('n_sentences')}"})
+                     # The task's own words for its data ("300 pairs, 256 sentences", "512 images", ...).
+                     "evaluation data": get_workload(ctx.cfg.task).describe_data(
+                         int(info.get("n_pairs") or 0), int(info.get("n_sentences") or 0)),
+                     **({"inputs": IOSpec.from_dict(spec).describe_inputs()} if spec else {})})
     return ReportInputs(
         selection=selection, promotion=promotion, records=records, base=base,
         lineage=dict(run.lineage) if run else {}, target=context_target(ctx),

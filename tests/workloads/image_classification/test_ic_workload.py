@@ -54,7 +54,7 @@ def test_the_task_is_discovered_with_its_source_kinds() -> None:
     assert task.model_kinds == ("bundled", "hf", "onnx")
     assert task.data_kinds == ("skimage-photographs", "image-folder")
     assert task.parse_model(None) == BundledModel()
-    assert task.parse_data(None) == PhotographsData(n_eval=256, n_calibration=64, seed=0)
+    assert task.parse_data(None) == PhotographsData(n_eval=512, n_calibration=64, seed=0)
     assert task.parse_model({"kind": "onnx", "path": "m.onnx", "image_size": 256}).image_size == 256
     with pytest.raises(ValueError, match="n_calibration"):
         task.parse_data({"kind": "skimage-photographs", "n_calibration": 2})
@@ -127,8 +127,9 @@ def test_the_baseline_agrees_perfectly_with_itself(ic_measured: tuple[Path, Path
         assert saved["logits"].shape == (N_EVAL, 1000) and saved["logits"].dtype == np.float32
         assert "labels" not in saved.files
     q = WORKLOAD.quality(second, first)
-    assert q.metrics == {"top1_agreement": 1.0, "top5_overlap": 1.0, "softmax_kld": 0.0}
-    assert q.retention == {"top1_agreement": 1.0, "top5_overlap": 1.0}
+    assert q.metrics == {"decisive_top1_agreement": 1.0, "top1_agreement": 1.0, "top5_overlap": 1.0,
+                         "softmax_kld": 0.0}
+    assert q.retention == {"decisive_top1_agreement": 1.0, "top1_agreement": 1.0, "top5_overlap": 1.0}
     assert set(q.metrics) | set(q.retention) <= set(WORKLOAD.metric_names)
 
 
@@ -178,8 +179,10 @@ def test_an_image_folder_gives_accuracy_and_its_retention(tmp_path: Path, ic_bas
     out.mkdir()
     WORKLOAD.write_outputs(ic_runner, inputs, ic_bench, out)
     q = WORKLOAD.quality(out, out)
-    assert set(q.metrics) == {"top1_agreement", "top5_overlap", "softmax_kld", "top1_accuracy", "top5_accuracy"}
-    assert q.retention == {"top1_agreement": 1.0, "top5_overlap": 1.0, "top1_accuracy": 1.0, "top5_accuracy": 1.0}
+    assert set(q.metrics) == {"decisive_top1_agreement", "top1_agreement", "top5_overlap", "softmax_kld",
+                              "top1_accuracy", "top5_accuracy"}
+    assert q.retention == {"decisive_top1_agreement": 1.0, "top1_agreement": 1.0, "top5_overlap": 1.0,
+                           "top1_accuracy": 1.0, "top5_accuracy": 1.0}
     # Crops of an Egyptian cat and of an espresso: the model knows both.
     assert q.metrics["top5_accuracy"] >= q.metrics["top1_accuracy"] >= 0.5
     print(f"image folder: top-1 accuracy {q.metrics['top1_accuracy']:.3f}, top-5 {q.metrics['top5_accuracy']:.3f}")
