@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from edgeopt.errors import UserError
 
@@ -24,3 +26,10 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise UserError(f"{path}:{lineno}: expected a JSON object")
             rows.append(row)
     return rows
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """One JSON object per line, UTF-8, "\n" line ends (the caller writes into a folder it publishes atomically)."""
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

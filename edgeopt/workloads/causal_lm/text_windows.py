@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import UserError
+from edgeopt.io.jsonl import write_jsonl
 from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary
 from edgeopt.workloads.causal_lm import TextWindowsData
@@ -206,12 +207,6 @@ def _write_reference(path: Path, windows: np.ndarray, logits_fn: Callable[[np.nd
     return float(np.exp(nll / count)), vocab
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for name in FILES:
@@ -307,8 +302,8 @@ def build_text_windows(source: TextWindowsData, out_dir: Path, base: BaseModelIn
         (tmp / EVAL_TEXT).write_text(eval_text + "\n", encoding="utf-8")
         (tmp / CALIBRATION_TEXT).write_text(calib_text + "\n", encoding="utf-8")
         np.savez(tmp / TOKENS_FILE, eval=windows, calibration=calib_windows)
-        _write_jsonl(tmp / WINDOWS_FILE, window_rows)
-        _write_jsonl(tmp / CALIBRATION_WINDOWS_FILE, calib_rows)
+        write_jsonl(tmp / WINDOWS_FILE, window_rows)
+        write_jsonl(tmp / CALIBRATION_WINDOWS_FILE, calib_rows)
         logits_fn, how = _reference_logits_fn(base, threads)
         ppl, vocab = _write_reference(tmp / REFERENCE_FILE, windows, logits_fn)
         manifest = {

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edgeopt.errors import UserError
-from edgeopt.io.jsonl import read_jsonl
+from edgeopt.io.jsonl import read_jsonl, write_jsonl
 from edgeopt.results import EvalDataSummary
 from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData
 
@@ -395,12 +395,6 @@ def _varied_sample(pool: list[str], n: int, rng: random.Random) -> list[str]:
 # -- writing and reading -------------------------------------------------------------------
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict[str, str]]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def _digest_files(folder: Path) -> str:
     h = hashlib.sha256()
     for name in FILES:
@@ -446,9 +440,9 @@ def build_eval_data(source: PydocTopicsData | JsonlData, out_dir: Path) -> EvalD
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_jsonl(tmp / RETRIEVAL_FILE, (p._asdict() for p in pairs))
-        _write_jsonl(tmp / SENTENCES_FILE, ({"text": s} for s in sentences))
-        _write_jsonl(tmp / CALIBRATION_FILE, ({"text": s} for s in calibration))
+        write_jsonl(tmp / RETRIEVAL_FILE, (p._asdict() for p in pairs))
+        write_jsonl(tmp / SENTENCES_FILE, ({"text": s} for s in sentences))
+        write_jsonl(tmp / CALIBRATION_FILE, ({"text": s} for s in calibration))
         sha = _digest_files(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -182,14 +182,14 @@ def test_failed_build_leaves_previous_output_unchanged(tmp_path: Path) -> None:
 
 def test_crash_while_writing_leaves_no_partial_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "eval"
-    real_write = data._write_jsonl
+    real_write = data.write_jsonl
 
     def write_then_crash(path: Path, rows: object) -> None:
         real_write(path, rows)  # type: ignore[arg-type]
         if path.name == data.SENTENCES_FILE:
             raise OSError("disk full")
 
-    monkeypatch.setattr(data, "_write_jsonl", write_then_crash)
+    monkeypatch.setattr(data, "write_jsonl", write_then_crash)
     with pytest.raises(OSError, match="disk full"):
         data.build_eval_data(PydocTopicsData(max_pairs=20, fidelity_sentences=16), out)
     assert list(tmp_path.iterdir()) == []
