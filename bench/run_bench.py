@@ -108,7 +108,7 @@ def row(rid: int, what: str, measured: float | None, target: str, met: bool | No
 
 def ctx_for(params_path: Path, namespace: str) -> Any:
     from edgeopt.config import load_params
-    from edgeopt.pipeline import PipelineContext
+    from edgeopt.pipeline.context import PipelineContext
 
     return PipelineContext(load_params(params_path), namespace, params_path.parent)
 

@@ -91,7 +91,7 @@ def user_errors(fn: F) -> F:
 
 
 def _context(params: Path, pipeline: str | None) -> Any:
-    from edgeopt.pipeline import PipelineContext
+    from edgeopt.pipeline.context import PipelineContext
 
     p = load_params(params)
     name = pipeline or next(iter(p.pipelines))
@@ -232,7 +232,7 @@ def run(
 @user_errors
 def prepare_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
     """Stage 1: copy the base model into the workspace and build the evaluation data."""
-    from edgeopt.pipeline import prepare_data
+    from edgeopt.pipeline.data import prepare_data
     from edgeopt.preflight import preflight
     from edgeopt.workloads.base import get_workload
 
@@ -248,7 +248,7 @@ def prepare_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt =
 @user_errors
 def validate_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
     """Stage 2: validate the evaluation data with Great Expectations; a failure stops here."""
-    from edgeopt.pipeline import validate_data
+    from edgeopt.pipeline.data import validate_data
 
     report = validate_data(_context(params, pipeline))
     console.print(f"data validation passed ({len(report['results'])} expectations)")
@@ -256,30 +256,66 @@ def validate_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt 
 
 @app.command("candidates")
 @user_errors
-def candidates_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
+def candidates_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    pipeline: PipelineOpt = None,
+    list_recipes: Annotated[bool, typer.Option(
+        "--list", help="Build nothing: list which recipes apply to each pipeline's model, and why the others "
+        "do not.")] = False,
+) -> None:
     """Stage 3: make the inputs, build and measure every candidate; track them in MLflow."""
-    from edgeopt import pipeline as pl
+    if list_recipes:
+        _list_applicable(params, pipeline)
+        return
+    from edgeopt.pipeline.candidates import run_candidates
+    from edgeopt.pipeline.data import load_prepared, prepare_inputs
+    from edgeopt.pipeline.runs import start_tracking, track_candidates
     from edgeopt.versioning import lock_revision, stage_name
 
     ctx = _context(params, pipeline)
-    prepared = pl.load_prepared(ctx)
-    run = pl.start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(ctx.namespace)))
-    inputs = pl.prepare_inputs(ctx, prepared)
+    prepared = load_prepared(ctx)
+    run = start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(ctx.namespace)))
+    inputs = prepare_inputs(ctx, prepared)
     with _ProgressBars():
-        records, rows = pl.run_candidates(ctx, prepared, inputs)
-    rows = pl.track_candidates(ctx, run, rows, records)
+        records, rows = run_candidates(ctx, prepared, inputs)
+    rows = track_candidates(ctx, run, rows, records)
     ok = sum(r.status == "ok" for r in rows)
     console.print(f"{ok}/{len(rows)} candidates measured; MLflow run {run.run_id}")
+
+
+def _list_applicable(params: Path, pipeline: str | None) -> None:
+    from edgeopt.applicability import applicability_table
+    from edgeopt.recipes import all_recipes
+    from edgeopt.taskspec import get_task
+
+    p = load_params(params)
+    if pipeline is not None and pipeline not in p.pipelines:
+        raise UserError(f"unknown pipeline {pipeline!r}; params.yaml defines: {', '.join(p.pipelines)}")
+    root = params.resolve().parent
+    for name, cfg in p.pipelines.items():
+        if pipeline is not None and name != pipeline:
+            continue
+        facts = cfg.model.inspect(root, f"pipelines.{name}.model")
+        rows = applicability_table(all_recipes(), cfg.task, get_task(cfg.task).family, facts,
+                                   {c.name: c.recipe for c in cfg.candidates})
+        t = Table(title=f"{name}: {cfg.task}, {facts.kind} model ({'/'.join(facts.formats)})")
+        for col in ("recipe", "framework", "applies", "why", "in params.yaml as"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r.recipe, r.framework, "yes" if r.applies else "no", r.reason,
+                      ", ".join(r.listed_as) or ("- (not listed)" if r.applies else "-"))
+        console.print(t)
 
 
 @app.command("select")
 @user_errors
 def select_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
     """Stage 4: apply the gates, compute the Pareto frontier and pick (re-runnable with new gates)."""
-    from edgeopt import pipeline as pl
+    from edgeopt.pipeline.runs import load_results, load_tracked_run
+    from edgeopt.pipeline.selecting import select_and_log
 
     ctx = _context(params, pipeline)
-    selection = pl.select_and_log(ctx, pl.load_tracked_run(ctx), pl.load_results(ctx))
+    selection = select_and_log(ctx, load_tracked_run(ctx), load_results(ctx))
     _print_outcome(selection, None, f"written to {ctx.ws.selection}")
     _exit_with(verdict(selection, None, promote=False))
 
@@ -288,12 +324,15 @@ def select_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = 
 @user_errors
 def promote_cmd(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
     """Stage 5: register the pick and move the alias, only if it passed every gate."""
-    from edgeopt import pipeline as pl
+    from edgeopt.pipeline.data import load_prepared
+    from edgeopt.pipeline.promoting import promote_pick
+    from edgeopt.pipeline.runs import finish_tracking, load_tracked_run
+    from edgeopt.pipeline.selecting import load_selection
 
     ctx = _context(params, pipeline)
-    selection = pl.load_selection(ctx)
-    promotion = pl.promote_pick(ctx, selection, pl.load_prepared(ctx))
-    pl.finish_tracking(pl.load_tracked_run(ctx), selection, promotion)
+    selection = load_selection(ctx)
+    promotion = promote_pick(ctx, selection, load_prepared(ctx))
+    finish_tracking(load_tracked_run(ctx), selection, promotion)
     _exit_with(verdict(selection, promotion))
 
 
@@ -310,11 +349,11 @@ def _exit_with(result: Verdict) -> None:
 @user_errors
 def results(params: ParamsOpt = Path("params.yaml"), pipeline: PipelineOpt = None) -> None:
     """Show the last run's candidate table with the frontier and the champion marked."""
-    from edgeopt import pipeline as pl
+    from edgeopt.pipeline.selecting import load_selection
     from edgeopt.results import Promotion
 
     ctx = _context(params, pipeline)
-    selection = pl.load_selection(ctx)
+    selection = load_selection(ctx)
     champion = None
     if ctx.ws.promotion.is_file():
         promo = Promotion.model_validate_json(ctx.ws.promotion.read_text())

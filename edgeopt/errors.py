@@ -42,6 +42,12 @@ def short_error(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, for a UserError (its type's name where it has no message)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @contextmanager
 def library_errors(what: str) -> Iterator[None]:
     """Turn any library failure into a CandidateError: the pipeline marks the candidate FAILED."""

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from edgeopt.config import OrchestrationConfig, Params
 from edgeopt.errors import UserError
-from edgeopt.pipeline import PipelineContext
+from edgeopt.pipeline.context import PipelineContext
 from edgeopt.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from edgeopt.sources import SourceFacts
 
 if TYPE_CHECKING:
     from edgeopt.config import Params, PipelineConfig
-    from edgeopt.pipeline import PipelineContext
+    from edgeopt.pipeline.context import PipelineContext
 
 TRACKING_PROBE_S = 5.0
 
@@ -44,7 +44,7 @@ def preflight(ctx: PipelineContext) -> SourceFacts:
 
 def preflight_run(params: Params, names: list[str], project_root: Path) -> None:
     """Every namespace of a run, then the tracking store they share."""
-    from edgeopt.pipeline import PipelineContext
+    from edgeopt.pipeline.context import PipelineContext
 
     for name in names:
         if name not in params.pipelines:
@@ -60,7 +60,7 @@ def _one_line(err: UserError) -> UserError:
 
 def check_data(ctx: PipelineContext) -> None:
     """Data sources that are files are built once into a throw-away folder: the checks `prepare` runs."""
-    from edgeopt.pipeline import resolve_data_paths
+    from edgeopt.pipeline.data import resolve_data_paths
 
     data = resolve_data_paths(ctx)
     path = getattr(data, "path", None)

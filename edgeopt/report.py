@@ -24,7 +24,8 @@ from edgeopt.results import CandidateRecord, CandidateResult, Promotion, Selecti
 from edgeopt.workloads.base import get_workload, table_columns
 
 if TYPE_CHECKING:
-    from edgeopt.pipeline import PipelineContext, TrackedRun
+    from edgeopt.pipeline.context import PipelineContext
+    from edgeopt.pipeline.runs import TrackedRun
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
@@ -386,9 +387,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> Path:
-    from edgeopt import pipeline
     from edgeopt.config import load_params
     from edgeopt.orchestration import target_context
+    from edgeopt.pipeline.context import PipelineContext
+    from edgeopt.pipeline.runs import load_tracked_run
+    from edgeopt.pipeline.selecting import load_selection
 
     params = load_params(args.params)
     root = args.params.resolve().parent
@@ -396,10 +399,10 @@ def _main(args: argparse.Namespace) -> Path:
     if name not in params.pipelines:
         raise UserError(f"unknown pipeline {name!r}; params.yaml defines: {', '.join(params.pipelines)}")
     ctx = (target_context(params, name, args.target, root) if args.target
-           else pipeline.PipelineContext(params, name, root))
-    selection = pipeline.load_selection(ctx)
+           else PipelineContext(params, name, root))
+    selection = load_selection(ctx)
     promotion = Promotion.model_validate_json(ctx.ws.promotion.read_text()) if ctx.ws.promotion.is_file() else None
-    run = None if args.no_mlflow or not ctx.ws.run_info.is_file() else pipeline.load_tracked_run(ctx)
+    run = None if args.no_mlflow or not ctx.ws.run_info.is_file() else load_tracked_run(ctx)
     return write_report(ctx, selection, promotion, run)
 
 

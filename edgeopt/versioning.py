@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from edgeopt.pipeline import PipelineContext
+    from edgeopt.pipeline.context import PipelineContext
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,15 @@ from contextlib import contextmanager
 
 from prefect.futures import PrefectFuture, as_completed
 
-from edgeopt import pipeline
 from edgeopt.config import CandidateSpec
 from edgeopt.errors import CandidateError
 from edgeopt.isolation import kill_children
 from edgeopt.orchestration import candidate_runner
-from edgeopt.pipeline import ModelInputs, PipelineContext, PreparedData
+from edgeopt.pipeline.building import candidate_present
+from edgeopt.pipeline.candidates import failure_text, run_candidates
+from edgeopt.pipeline.context import ModelInputs, PipelineContext, PreparedData
+from edgeopt.pipeline.measuring import measurement_present
+from edgeopt.pipeline.planning import left_out, plan_candidates
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement
 from tasks import stages
 
@@ -41,26 +44,25 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
     """
     from edgeopt import progress
 
-    plan = pipeline.plan_candidates(ctx, prepared, inputs)
+    plan = plan_candidates(ctx, prepared, inputs)
     records: dict[str, CandidateRecord] = {}
     failed: dict[str, str] = {}
-    left_out: set[str] = set()
+    skipped: set[str] = set()
     pending = list(plan)
     running: dict[PrefectFuture[CandidateRecord], CandidateSpec] = {}
     with candidate_runner(ctx.params.orchestration) as runner, _stop_builds_if_interrupted():
         while pending or running:
             for planned in list(pending):
                 spec = planned.spec
-                if spec.parent is not None and (spec.parent in failed or spec.parent in left_out):
-                    left_out.add(spec.name)
-                elif pipeline.parent_missing(spec, records):
+                settled = records.keys() | failed.keys() | skipped
+                if spec.parent is not None and spec.parent not in settled:
                     continue  # its parent is still building
-                elif planned.skip:
-                    left_out.add(spec.name)
+                if left_out(planned, records):  # the planner's skip rules; run_candidates records the reason
+                    skipped.add(spec.name)
                 else:
                     task = stages.build_candidate
                     # A cached result is only good while its folder exists (a clean clone, a deleted output).
-                    if not pipeline.candidate_present(ctx, spec.name, planned.key):
+                    if not candidate_present(ctx, spec.name, planned.key):
                         task = task.with_options(refresh_cache=True)
                     parent = records[spec.parent] if spec.parent else None
                     future = runner.submit(task, parameters={
@@ -75,8 +77,8 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
             try:
                 records[spec.name] = done.result()
             except CandidateError as err:
-                failed[spec.name] = pipeline.failure_text(err)
-            progress.report("build", len(records) + len(failed) + len(left_out), len(plan), spec.name)
+                failed[spec.name] = failure_text(err)
+            progress.report("build", len(records) + len(failed) + len(skipped), len(plan), spec.name)
     return records, failed
 
 
@@ -95,8 +97,8 @@ def measure_all(ctx: PipelineContext, prepared: PreparedData, inputs: ModelInput
 
     def measure(record: CandidateRecord, key: str) -> Measurement:
         task = stages.measure_candidate
-        if not pipeline.measurement_present(ctx, record.name, key):
+        if not measurement_present(ctx, record.name, key):
             task = task.with_options(refresh_cache=True)
         return task(ctx, record, inputs, key_prefix + key, return_state=True).result()
 
-    return pipeline.run_candidates(ctx, prepared, inputs, built, measure)
+    return run_candidates(ctx, prepared, inputs, built, measure)

@@ -14,13 +14,13 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 from pydantic import Field
 
-from edgeopt import pipeline
 from edgeopt.config import load_params
 from edgeopt.errors import ExitCode
 from edgeopt.io.prefect_logs import quiet_expected_failures
 from edgeopt.orchestration import LOCAL
 from edgeopt.outcome import verdict
-from edgeopt.pipeline import PipelineContext
+from edgeopt.pipeline.context import PipelineContext
+from edgeopt.pipeline.runs import TrackedRun, finish_tracking, start_tracking
 from edgeopt.preflight import check_tracking_store, preflight
 from edgeopt.results import CandidateResult, Promotion, Record, Selection
 from flows.candidates import build_all, measure_all
@@ -45,7 +45,7 @@ class PipelineOutcome(Record):
     targets: list[TargetOutcome] = Field(default_factory=list)
 
 
-def _stopped(ctx: PipelineContext, run: pipeline.TrackedRun | None, message: str,
+def _stopped(ctx: PipelineContext, run: TrackedRun | None, message: str,
              code: ExitCode = ExitCode.USER) -> PipelineOutcome:
     if run is not None:
         import mlflow
@@ -58,7 +58,7 @@ def _stopped(ctx: PipelineContext, run: pipeline.TrackedRun | None, message: str
                            summary=f"{ctx.namespace}: {message}", mlflow_run_id=run.run_id if run else None)
 
 
-def _interrupted(run: pipeline.TrackedRun, err: BaseException) -> None:
+def _interrupted(run: TrackedRun, err: BaseException) -> None:
     """Mark the pipeline run, and any candidate run it left open, KILLED, with the reason."""
     import mlflow
 
@@ -100,7 +100,7 @@ def optimize_model(params_path: str = "params.yaml", namespace: str = "minilm", 
 
     prepared = stages.prepare_data(ctx)
     dvc_info = stages.version_data(ctx)
-    run = pipeline.start_tracking(ctx, prepared, dvc_info)
+    run = start_tracking(ctx, prepared, dvc_info)
     try:
         report = stages.validate_data(ctx)
         if not report["success"]:
@@ -121,7 +121,7 @@ def optimize_model(params_path: str = "params.yaml", namespace: str = "minilm", 
             logger.info("promotion: %s", promotion.reason if not promotion.promoted else
                         f"{promotion.model_name}@{promotion.alias} -> version {promotion.version}")
         report_path = stages.write_report(ctx, selection, promotion, run)
-        pipeline.finish_tracking(run, selection, promotion)
+        finish_tracking(run, selection, promotion)
     except BaseException as err:  # Ctrl-C, SIGTERM, a crash: no run stays RUNNING
         _interrupted(run, err)
         raise

@@ -18,7 +18,6 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-from edgeopt import pipeline
 from edgeopt.config import load_params
 from edgeopt.orchestration import (
     TARGET_FLOW,
@@ -28,7 +27,10 @@ from edgeopt.orchestration import (
     target_deployment,
     target_pool,
 )
-from edgeopt.pipeline import PipelineContext
+from edgeopt.pipeline.context import PipelineContext
+from edgeopt.pipeline.data import load_prepared
+from edgeopt.pipeline.planning import ordered_candidates
+from edgeopt.pipeline.runs import finish_tracking, start_tracking
 from edgeopt.results import CandidateRecord, Record
 from edgeopt.versioning import lock_revision, stage_name
 from flows.candidates import measure_all
@@ -57,7 +59,7 @@ class TargetOutcome(Record):
 def built_records(ctx: PipelineContext) -> tuple[dict[str, CandidateRecord], dict[str, str]]:
     """The host's built candidates, read from the shared candidates folder."""
     records, missing = {}, {}
-    for spec in pipeline.ordered_candidates(ctx.cfg):
+    for spec in ordered_candidates(ctx.cfg):
         path = ctx.ws.candidate_dir(spec.name) / "candidate.json"
         if path.is_file():
             records[spec.name] = CandidateRecord.model_validate_json(path.read_text())
@@ -75,9 +77,9 @@ def measure_target(params_path: str = "params.yaml", namespace: str = "minilm", 
     logger = get_run_logger()
     path = Path(params_path).resolve()
     ctx = target_context(load_params(path), namespace, target, path.parent)
-    prepared = pipeline.load_prepared(ctx)
+    prepared = load_prepared(ctx)
     inputs = stages.prepare_inputs(ctx, prepared)  # the same inputs, in the target's own folder
-    run = pipeline.start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(namespace)))
+    run = start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(namespace)))
     built, missing = built_records(ctx)
     records, rows = measure_all(ctx, prepared, inputs, built, missing, key_prefix=f"{target}-")
     rows = stages.track_candidates(ctx, run, rows, records)
@@ -86,7 +88,7 @@ def measure_target(params_path: str = "params.yaml", namespace: str = "minilm", 
     logger.info("%s on %s: frontier %s; pick %s", namespace, target, selection.frontier, selection.pick)
     promotion = stages.promote(ctx, selection, prepared) if promote else None
     stages.write_report(ctx, selection, promotion, run)
-    pipeline.finish_tracking(run, selection, promotion)
+    finish_tracking(run, selection, promotion)
     return TargetOutcome(namespace=namespace, target=target, status="completed",
                          work_pool=target_pool(ctx.params, target), flow_run_id=str(flow_run.id),
                          mlflow_run_id=run.run_id, pick=selection.pick,

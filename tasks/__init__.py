@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers around `edgeopt.pipeline` stages (one task per stage)."""
+"""Prefect tasks: thin wrappers around the `edgeopt.pipeline` stages (one task per stage)."""

@@ -1,4 +1,4 @@
-"""One Prefect task per pipeline stage. The work lives in `edgeopt.pipeline`; tasks only add
+"""One Prefect task per pipeline stage. The work lives in `edgeopt.pipeline`'s stage modules; tasks only add
 orchestration: names, caching keyed on the inputs, and retries where they make sense."""
 
 from __future__ import annotations
@@ -8,15 +8,16 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from edgeopt import pipeline, stageclock
+from edgeopt import stageclock
 from edgeopt.config import CandidateSpec
-from edgeopt.pipeline import ModelInputs, PipelineContext, PreparedData
+from edgeopt.pipeline import building, data, measuring, promoting, runs, selecting
+from edgeopt.pipeline.context import ModelInputs, PipelineContext, PreparedData
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement, Promotion, Selection
 
 
 @task(name="prepare-data", cache_policy=NONE)
 def prepare_data(ctx: PipelineContext) -> PreparedData:
-    return pipeline.prepare_data(ctx)
+    return data.prepare_data(ctx)
 
 
 @task(name="version-data", cache_policy=NONE)
@@ -31,12 +32,12 @@ def version_data(ctx: PipelineContext) -> dict[str, str]:
 def validate_data(ctx: PipelineContext) -> dict[str, Any]:
     # Returned, not raised: the flow stops with one clear message instead of a task traceback.
     with stageclock.stage("validate"):
-        return pipeline.validation_report(ctx).model_dump()
+        return data.validation_report(ctx).model_dump()
 
 
 @task(name="prepare-inputs", cache_policy=NONE)
 def prepare_inputs(ctx: PipelineContext, prepared: PreparedData) -> ModelInputs:
-    return pipeline.prepare_inputs(ctx, prepared)
+    return data.prepare_inputs(ctx, prepared)
 
 
 def _build_key(_: Any, p: dict[str, Any]) -> str:
@@ -50,7 +51,7 @@ def build_candidate(
     parent: CandidateRecord | None, cache_key: str,
 ) -> CandidateRecord:
     with stageclock.stage("build"):
-        return pipeline.build_candidate(ctx, spec, prepared, inputs, parent, cache_key)
+        return building.build_candidate(ctx, spec, prepared, inputs, parent, cache_key)
 
 
 def _measure_key(_: Any, p: dict[str, Any]) -> str:
@@ -66,27 +67,27 @@ def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: Mod
     # One benchmark per machine (a Prefect global concurrency limit): two at once corrupt both timings.
     orch = ctx.params.orchestration
     with benchmark_slot(orch.benchmark_concurrency_limit, orch.benchmark_wait_s, f"{ctx.namespace}/{record.name}"):
-        return pipeline.measure_candidate(ctx, record, inputs)
+        return measuring.measure_candidate(ctx, record, inputs)
 
 
 @task(name="track-candidates", cache_policy=NONE)
-def track_candidates(ctx: PipelineContext, run: pipeline.TrackedRun, rows: list[CandidateResult],
+def track_candidates(ctx: PipelineContext, run: runs.TrackedRun, rows: list[CandidateResult],
                      records: dict[str, CandidateRecord]) -> list[CandidateResult]:
-    return pipeline.track_candidates(ctx, run, rows, records)
+    return runs.track_candidates(ctx, run, rows, records)
 
 
 @task(name="select-candidate", cache_policy=NONE)
-def select(ctx: PipelineContext, run: pipeline.TrackedRun, rows: list[CandidateResult]) -> Selection:
-    return pipeline.select_and_log(ctx, run, rows)
+def select(ctx: PipelineContext, run: runs.TrackedRun, rows: list[CandidateResult]) -> Selection:
+    return selecting.select_and_log(ctx, run, rows)
 
 
 @task(name="promote-champion", cache_policy=NONE)
 def promote(ctx: PipelineContext, selection: Selection, prepared: PreparedData) -> Promotion:
-    return pipeline.promote_pick(ctx, selection, prepared)
+    return promoting.promote_pick(ctx, selection, prepared)
 
 
 @task(name="tag-target", cache_policy=NONE)
-def tag_target(run: pipeline.TrackedRun, rows: list[CandidateResult], target: str) -> None:
+def tag_target(run: runs.TrackedRun, rows: list[CandidateResult], target: str) -> None:
     """Tag the pipeline run and every candidate run with the machine that measured them."""
     import mlflow
     from prefect.runtime import flow_run
@@ -104,7 +105,7 @@ def tag_target(run: pipeline.TrackedRun, rows: list[CandidateResult], target: st
 
 @task(name="write-report", cache_policy=NONE)
 def write_report(ctx: PipelineContext, selection: Selection, promotion: Promotion | None,
-                 run: pipeline.TrackedRun | None) -> str:
+                 run: runs.TrackedRun | None) -> str:
     from edgeopt.report import write_report as write
 
     return str(write(ctx, selection, promotion, run))

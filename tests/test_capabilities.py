@@ -10,7 +10,8 @@ import pytest
 
 from edgeopt import recipes
 from edgeopt.config import Params
-from edgeopt.pipeline import ModelInputs, PipelineContext, PreparedData, run_candidates
+from edgeopt.pipeline.candidates import run_candidates
+from edgeopt.pipeline.context import ModelInputs, PipelineContext, PreparedData
 from edgeopt.recipes import BuildContext, BuildOutput, NoOptions, Recipe, Requirements, get_recipe, register_recipe
 
 ABSENT = "edgeopt_test_absent_module"

@@ -76,3 +76,18 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
     _one_line_error(runner.invoke(app, ["run", "--params", str(params)]), "output folder is not writable")
+
+
+def test_candidates_list_shows_what_applies_to_each_model_and_builds_nothing(tmp_path: Path) -> None:
+    params = _params(tmp_path)
+    result = runner.invoke(app, ["candidates", "--list", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for title in ("minilm: text-embedding", "smollm2: causal-lm", "effnet: image-classification"):
+        assert title in out
+    # One line per recipe per pipeline: the encoder gets the BERT fusion, the classifier is told why not.
+    assert out.count("ort-transformer-optimize") == len(yaml.safe_load(params.read_text())["pipelines"])
+    assert "knows only text-embedding" in out and "makes generation models" in out
+    assert not (tmp_path / "outputs").exists()
+    result = runner.invoke(app, ["candidates", "--list", "--params", str(params), "--pipeline", "nope"])
+    _one_line_error(result, "unknown pipeline 'nope'")

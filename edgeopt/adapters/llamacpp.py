@@ -1,8 +1,10 @@
 """llama.cpp (llama-cpp-python): GGUF quantization of the causal-lm reference, and the "llamacpp" runtime.
 
-`gguf-quantize` starts from the base model's F32 reference GGUF (or from a GGUF candidate) and quantizes with
-llama.cpp's own quantizer; with `imatrix: true` it first collects an importance matrix on the calibration
-windows (disjoint from the evaluation windows). llama_cpp and gguf are imported inside functions.
+`gguf-quantize` starts from the base model's GGUF form (or from a GGUF candidate) and quantizes with llama.cpp's
+own quantizer; with `imatrix: true` it first collects an importance matrix on the calibration windows (disjoint
+from the evaluation windows). The base's GGUF form is made once in the prepare stage: a GGUF source dequantized
+to F32, or a Hugging Face folder converted by llama.cpp's convert_hf_to_gguf.py in the checkpoint's float type
+(edgeopt.workloads.causal_lm.reference_model). llama_cpp and gguf are imported inside functions.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def _build_gguf_quantize(ctx: BuildContext) -> BuildOutput:
     summary["src"], summary["dst"] = source_name, MODEL_FILE  # absolute paths say nothing in lineage
     if summary.get("imatrix"):
         summary["imatrix"] = IMATRIX_FILE
-    base_lineage = {k: ctx.base.details[k] for k in ("source", "source_file_type", "reference")
+    # gguf_conversion: which converter made an HF source's GGUF, and as what outtype.
+    base_lineage = {k: ctx.base.details[k] for k in ("source", "source_file_type", "reference", "gguf_conversion")
                     if k in ctx.base.details}
     return BuildOutput(format=FORMAT, runtime=RUNTIME, precision=opts.qtype.lower(), model_file=MODEL_FILE,
                        details={**summary, **extra, "base": base_lineage})

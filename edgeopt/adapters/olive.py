@@ -1,9 +1,10 @@
 """Microsoft Olive as a candidate builder: a fixed pass list, or Olive's own search.
 
-- `olive-workflow` runs a fixed Olive pass list from the base model (ONNX conversion, ORT
-  transformer optimization, dynamic/static quantization; or OpenVINO conversion/quantization), for
-  any task whose workload has a PyTorch form (`Workload.torch_form`): Olive's input model, its
-  io_config and the calibration files all come from the task's form and its I/O spec.
+- `olive-workflow` runs a fixed Olive pass list (ONNX conversion, ORT transformer optimization,
+  dynamic/static quantization; or OpenVINO conversion/quantization) on one of two inputs: the task's
+  PyTorch form of a Hugging Face base (`Workload.torch_form`: Olive's input model, its io_config and
+  the calibration files come from the form and its I/O spec), or an ONNX model (an ONNX base, or an
+  ONNX parent candidate) as Olive's `ONNXModel`, whose I/O spec is read off the graph.
 - `olive-optimize` runs Olive's search over its ONNX quantization pass, scored by Olive's own
   evaluator, and keeps the model Olive ranks best. Its quality objective (sign agreement of the
   embedding) and its fixed BERT fusion pass are text-embedding's, so it serves that task only.
@@ -41,7 +42,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -119,7 +120,8 @@ def example_inputs(*_args):
 class OliveWorkflowOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Olive passes, in order; the list starts with a conversion from the PyTorch model.
+    # Olive passes, in order. From a PyTorch form the list starts with a conversion; from an ONNX input
+    # a leading `conversion` is a no-op (dropped, and said so in the lineage).
     passes: list[PassName] = Field(
         default_factory=lambda: ["conversion", "transformers_optimization", "dynamic_quantization"], min_length=1
     )
@@ -134,12 +136,14 @@ class OliveWorkflowOptions(BaseModel):
         passes = self.passes
         if len(set(passes)) != len(passes):
             raise ValueError("each Olive pass may appear once")
-        if passes[0] not in ("conversion", "openvino_conversion"):
-            raise ValueError("the pass list must start with conversion or openvino_conversion")
-        family = _ONNX_FAMILY if passes[0] == "conversion" else _OV_FAMILY
+        family = _OV_FAMILY if passes[0] in _OV_FAMILY else _ONNX_FAMILY
         foreign = [p for p in passes if p not in family]
         if foreign:
             raise ValueError(f"{', '.join(foreign)} cannot follow {passes[0]}")
+        if family == _OV_FAMILY and passes[0] != "openvino_conversion":
+            raise ValueError("OpenVINO passes start with openvino_conversion")
+        if "conversion" in passes[1:]:
+            raise ValueError("conversion must come first")
         if sum(p in _QUANTIZERS for p in passes) > 1:
             raise ValueError("at most one quantization pass")
         stray = sorted(set(self.pass_options) - set(passes))
@@ -293,28 +297,68 @@ def io_config(spec: IOSpec) -> dict[str, Any]:
     }
 
 
-def _base_config(model_dir: Path, work: Path, opset: int, passes: dict[str, dict[str, Any]], task: str,
-                 form: TorchForm) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OliveInput:
+    """What Olive starts from: its `input_model` config, the model's I/O spec, a line for the lineage."""
+
+    config: dict[str, Any]
+    spec: IOSpec
+    description: str
+    is_onnx: bool
+    transformer: bool  # self-attention inside (NNCF's transformer scheme for OpenVINO quantization)
+
+
+def _pytorch_input(ctx: BuildContext, model_dir: Path, work: Path, form: TorchForm | None = None) -> OliveInput:
+    """The task's PyTorch form of a Hugging Face base, loaded by a hooks script Olive imports."""
+    form = form or _torch_form(ctx, model_dir)
     spec = form.io_spec
     script = work / HOOKS_FILE
     np.savez(work / EXAMPLE_FILE, **{name: np.asarray(form.example[name]) for name in spec.input_names})
-    script.write_text(_HOOKS_SCRIPT.format(task=task, example=EXAMPLE_FILE, input_names=list(spec.input_names)))
+    script.write_text(_HOOKS_SCRIPT.format(task=ctx.base.task, example=EXAMPLE_FILE,
+                                           input_names=list(spec.input_names)))
+    config = {"type": "PyTorchModel", "model_path": str(model_dir), "model_script": str(script),
+              "model_loader": "load_model", "dummy_inputs_func": "example_inputs", "io_config": io_config(spec)}
+    return OliveInput(config, spec, f"PyTorchModel: the {ctx.base.task} task's PyTorch form for export "
+                      f"({type(form.module).__name__})", is_onnx=False, transformer=_has_attention(form))
+
+
+def _onnx_input(path: Path) -> OliveInput:
+    """An ONNX file as Olive's ONNXModel; its I/O spec is the graph's own."""
+    import onnx
+
+    from edgeopt.adapters.onnxruntime import onnx_io_spec
+
+    with library_errors("reading the ONNX input"):
+        model = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    transformer = bool(ops & {"Attention", "MultiHeadAttention"}) or ("Softmax" in ops and "LayerNormalization" in ops)
+    return OliveInput({"type": "ONNXModel", "model_path": str(path)}, onnx_io_spec(model),
+                      f"ONNXModel: {path.name}", is_onnx=True, transformer=transformer)
+
+
+def _workflow_input(ctx: BuildContext, work: Path) -> OliveInput:
+    """An ONNX parent, an ONNX base, or the PyTorch form of a Hugging Face base."""
+    if ctx.parent is not None:
+        if ctx.parent.format != "onnx":
+            raise CandidateError(f"olive-workflow takes an ONNX parent, got format {ctx.parent.format!r}")
+        return _onnx_input(ctx.parent.dir / ctx.parent.model_file)
+    base = Path(ctx.base.path)
+    if ctx.base.format == "onnx":
+        onnx_file = base if base.is_file() else next(iter(sorted(base.glob("*.onnx"))), base)
+        return _onnx_input(onnx_file)
+    return _pytorch_input(ctx, _base_model_dir(ctx, "olive-workflow"), work)
+
+
+def _base_config(model_input: OliveInput, work: Path, opset: int, passes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name, cfg in passes.items():
         if cfg["type"] == "OnnxConversion":
             cfg.setdefault("target_opset", opset)
-        elif cfg["type"] == "OpenVINOConversion":
-            cfg.setdefault("user_script", str(script))
+        elif cfg["type"] == "OpenVINOConversion" and not model_input.is_onnx:
+            cfg.setdefault("user_script", str(work / HOOKS_FILE))
             cfg.setdefault("example_input_func", "example_inputs")
         passes[name] = cfg
     return {
-        "input_model": {
-            "type": "PyTorchModel",
-            "model_path": str(model_dir),
-            "model_script": str(script),
-            "model_loader": "load_model",
-            "dummy_inputs_func": "example_inputs",
-            "io_config": io_config(spec),
-        },
+        "input_model": model_input.config,
         "systems": {"local_system": {"type": "LocalSystem", "accelerators": [
             {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
         "passes": passes,
@@ -428,7 +472,7 @@ def _check_names(got: IOSpec, want: IOSpec) -> None:
 
 
 def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, search: bool,
-            names: dict[str, str], extra: dict[str, Any], form: TorchForm) -> BuildOutput:
+            names: dict[str, str], extra: dict[str, Any], model_input: OliveInput) -> BuildOutput:
     from importlib import metadata
 
     best = output.get_best_candidate() if output is not None else None
@@ -436,7 +480,7 @@ def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, 
         raise CandidateError("Olive produced no output model (every pass or search point failed)")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     with library_errors("copying Olive's output model"):
-        fmt, runtime, model_file, model_details, spec = _export_best(best, ctx.out_dir, form.io_spec)
+        fmt, runtime, model_file, model_details, spec = _export_best(best, ctx.out_dir, model_input.spec)
     output_dir = work / "output"
     artifacts = store_olive_artifacts(output_dir, ctx.out_dir / OLIVE_DIR, config, search)
     footprint_path = ctx.out_dir / OLIVE_DIR / "footprint.json"
@@ -446,8 +490,7 @@ def _finish(ctx: BuildContext, work: Path, config: dict[str, Any], output: Any, 
         "int8" if any(p["name"] in _QUANTIZERS for p in passes) else "fp32")
     details = {
         "olive": metadata.version("olive-ai"),
-        "input_model": f"PyTorchModel: the {ctx.base.task} task's PyTorch form for export "
-                       f"({type(form.module).__name__})",
+        "input_model": model_input.description,
         "task": ctx.base.task,
         "passes": passes,
         "pass_list": [p["name"] for p in passes],
@@ -483,11 +526,21 @@ def _workflow_passes(opts: OliveWorkflowOptions, model_dir: Path, calib: str | N
 
 def _build_workflow(ctx: BuildContext) -> BuildOutput:
     opts: OliveWorkflowOptions = ctx.options
-    model_dir = _base_model_dir(ctx, "olive-workflow")
-    form = _torch_form(ctx, model_dir)
-    spec = form.io_spec
     with tempfile.TemporaryDirectory(prefix="edgeopt-olive-") as tmp:
         work = Path(tmp)
+        model_input = _workflow_input(ctx, work)
+        spec = model_input.spec
+        extra: dict[str, Any] = {"workflow": "fixed pass list"}
+        if model_input.is_onnx and opts.passes[0] == "conversion":
+            # Already ONNX: Olive's OnnxConversion takes PyTorch models only.
+            opts = opts.model_copy(update={"passes": opts.passes[1:]})
+            extra["skipped_passes"] = {"conversion": "the input is already ONNX"}
+        elif not model_input.is_onnx and opts.passes[0] not in ("conversion", "openvino_conversion"):
+            raise CandidateError(f"olive-workflow: {opts.passes[0]} needs an ONNX model; from a Hugging Face base "
+                                 "start the pass list with conversion (or give an ONNX parent)")
+        if not opts.passes:
+            raise CandidateError("olive-workflow: nothing left to run (the input is already ONNX and the only "
+                                 "pass was conversion)")
         data_configs = []
         n_cal = 0
         if any(p in _NEEDS_CALIBRATION for p in opts.passes):
@@ -496,17 +549,17 @@ def _build_workflow(ctx: BuildContext) -> BuildOutput:
             params = _write_raw(work / "calibration", spec, feeds[:n_cal])
             data_configs.append({"name": "edgeopt_calibration", "type": "RawDataContainer",
                                  "load_dataset_config": {"params": params}})
-        passes = _workflow_passes(opts, model_dir, "edgeopt_calibration" if data_configs else None,
-                                  transformer=_has_attention(form))
-        config = _base_config(model_dir, work, opts.opset, passes, ctx.base.task, form)
+        passes = _workflow_passes(opts, Path(ctx.base.path), "edgeopt_calibration" if data_configs else None,
+                                  transformer=model_input.transformer)
+        config = _base_config(model_input, work, opts.opset, passes)
         config["data_configs"] = data_configs
         with library_errors("Olive workflow"):
             output = run_olive(config, ctx.threads)
         names = {PASS_TYPES[p].lower(): p for p in opts.passes}
-        extra: dict[str, Any] = {"workflow": "fixed pass list"}
         if n_cal:
             extra["calibration_samples"] = n_cal
-        result = _finish(ctx, work, config, output, search=False, names=names, extra=extra, form=form)
+        result = _finish(ctx, work, config, output, search=False, names=names, extra=extra,
+                         model_input=model_input)
     ov_fp16 = opts.pass_options.get("openvino_conversion", {}).get("compress_to_fp16", True)  # Olive's default
     if result.format == "openvino-ir" and result.precision == "fp32" and ov_fp16:
         result = replace(result, precision="fp16")  # FP16 weights in the IR, FP32 inference
@@ -518,11 +571,11 @@ register_recipe(
         name="olive-workflow",
         framework="olive",
         options_model=OliveWorkflowOptions,
-        accepts=("base",),
-        base_formats=("hf",),
+        accepts=("base", "onnx"),
+        base_formats=("hf", "onnx"),
         build=_build_workflow,
-        description="A fixed Microsoft Olive pass list from the task's PyTorch form (ONNX conversion, ORT "
-        "fusion, dynamic/static INT8; or OpenVINO conversion/quantization).",
+        description="A fixed Microsoft Olive pass list from the task's PyTorch form or an ONNX model (ONNX "
+        "conversion, ORT fusion, dynamic/static INT8; or OpenVINO conversion/quantization).",
         requires=Requirements(modules=("olive",)),
     )
 )
@@ -578,7 +631,8 @@ def _build_optimize(ctx: BuildContext) -> BuildOutput:
                                           **_bert_shape(model_dir)},
             "quantization": quant,
         }
-        config = _base_config(model_dir, work, opts.opset, passes, ctx.base.task, form)
+        model_input = _pytorch_input(ctx, model_dir, work, form)
+        config = _base_config(model_input, work, opts.opset, passes)
         config["data_configs"] = [
             {"name": "edgeopt_calibration", "type": "RawDataContainer", "load_dataset_config": {"params": cal_params}},
             {"name": "edgeopt_evaluation", "type": "RawDataContainer", "load_dataset_config": {"params": eval_params},
@@ -623,7 +677,7 @@ def _build_optimize(ctx: BuildContext) -> BuildOutput:
             },
             "olive_metrics": {k: v.get("value") for k, v in (best.metrics_value or {}).items()} if best else {},
         }
-        result = _finish(ctx, work, config, output, search=True, names=names, extra=extra, form=form)
+        result = _finish(ctx, work, config, output, search=True, names=names, extra=extra, model_input=model_input)
         frontier_file = ctx.out_dir / OLIVE_DIR / "pareto_frontier_footprint.json"
         footprint_file = ctx.out_dir / OLIVE_DIR / "footprint.json"
         if footprint_file.is_file():

@@ -583,6 +583,10 @@ class OrtStaticInt8Options(BaseModel):
     # Keep the MatMuls fed by GELU in float: quantizing them alone drops MiniLM's min cosine from
     # 0.99 to 0.90 (layer 0's FFN output projection alone costs 0.04).
     keep_fp32_after_gelu: bool = True
+    # Keep in float the nodes the task names for this graph (`Workload.float_nodes`): a detector's head, whose
+    # final concat of box coordinates (0..input size) and class scores (0..1) rounds every score to 0 under one
+    # 8-bit scale. Off, only to show that collapse; tasks that name none are unaffected.
+    keep_task_float_nodes: bool = True
     nodes_to_exclude: list[str] = Field(default_factory=list)
 
 
@@ -602,6 +606,14 @@ def _gelu_consumers(model: onnx.ModelProto) -> list[str]:
         return any(from_gelu(i, depth + 1) for i in node.input if i and i not in constants)
 
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input and from_gelu(n.input[0])]
+
+
+def _task_float_nodes(ctx: BuildContext, model: onnx.ModelProto) -> list[str]:
+    """The nodes of `model` the base's task keeps in float (`Workload.float_nodes`), that the graph has."""
+    from edgeopt.workloads.base import get_workload
+
+    names = {n.name for n in model.graph.node}
+    return [n for n in get_workload(ctx.base.task).float_nodes(model) if n in names]
 
 
 def _calibration_batches(feeds: list[Feed], spec: IOSpec, batch_size: int = 8) -> list[Feed]:
@@ -662,6 +674,8 @@ def _build_ort_static(ctx: BuildContext) -> BuildOutput:
             excluded = list(opts.nodes_to_exclude)
             if opts.keep_fp32_after_gelu:
                 excluded += [n for n in _gelu_consumers(pre_model) if n not in excluded]
+            task_float = _task_float_nodes(ctx, pre_model) if opts.keep_task_float_nodes else []
+            excluded += [n for n in task_float if n not in excluded]
             spec = onnx_io_spec(pre_model)
             # The benchmark's fixed shape: static scales are for what the candidate will run.
             feeds = ctx.calibration.feeds(spec, own_length=False)[: opts.calibration_samples]
@@ -723,6 +737,7 @@ def _build_ort_static(ctx: BuildContext) -> BuildOutput:
             "calibration_samples": len(feeds),
             "calibration_seq_len": _seq_len(feeds, spec),
             "excluded_nodes": excluded,
+            "task_float_nodes": task_float,
             "shape_inference": shape_inference,
             "quantized_ops": _quantized_ops(model),
         },

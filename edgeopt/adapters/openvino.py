@@ -65,6 +65,9 @@ class NncfPtqOptions(BaseModel):
     # Node-name regexes NNCF leaves in float, e.g. ".*output/dense/MatMul" (the outlier-heavy
     # projections), trading some speed for accuracy.
     ignored_patterns: list[str] = Field(default_factory=list)
+    # Leave in float the nodes the task names (`Workload.float_nodes`, on the base's ONNX graph; matched to the
+    # IR's operations by their output tensor names), e.g. a detector's head. Off, only to compare.
+    keep_task_float_nodes: bool = True
     inference_precision: InferencePrecision = "f32"
 
 
@@ -296,6 +299,27 @@ def _calibration_items(ctx: BuildContext, spec: IOSpec) -> list[Feed]:
     return [spec.cast(item) for item in items]
 
 
+def _task_float_ops(ctx: BuildContext, model: Any) -> list[str]:
+    """Friendly names of the IR operations the base's task keeps in float (`Workload.float_nodes`).
+
+    The task names nodes of an ONNX graph: the base's, when it is one (an IR converted from a base made
+    elsewhere gets none). OpenVINO's ONNX frontend keeps the ONNX tensor names on the ports it converts, so
+    each named node is found as the operation producing one of its output tensors.
+    """
+    import onnx
+
+    from edgeopt.workloads.base import get_workload
+
+    source = ctx.base.path if ctx.base.format == "onnx" else ctx.base.variants.get("onnx")
+    if source is None or not Path(source).is_file():
+        return []
+    graph = onnx.load(str(source), load_external_data=False)
+    wanted = set(get_workload(ctx.base.task).float_nodes(graph))
+    tensors = {out for node in graph.graph.node if node.name in wanted for out in node.output}
+    return sorted({op.get_friendly_name() for op in model.get_ops()
+                   if any(port.get_names() & tensors for port in op.outputs())})
+
+
 def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
     opts: NncfPtqOptions = ctx.options
     src = _parent_file(ctx, "nncf-ptq-int8", IR_FORMAT)
@@ -321,8 +345,11 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
             extra["advanced_parameters"] = AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
             )
-        if opts.ignored_patterns:
-            extra["ignored_scope"] = nncf.IgnoredScope(patterns=opts.ignored_patterns)
+        task_float = _task_float_ops(ctx, model) if opts.keep_task_float_nodes else []
+        if opts.ignored_patterns or task_float:
+            # validate=False: a pattern or a name may match nothing in this IR (NNCF would refuse the scope).
+            extra["ignored_scope"] = nncf.IgnoredScope(patterns=opts.ignored_patterns, names=task_float,
+                                                       validate=False)
         quantized = nncf.quantize(
             model,
             nncf.Dataset(items),  # items are already input dicts: no transform needed
@@ -352,6 +379,7 @@ def _build_nncf_ptq(ctx: BuildContext) -> BuildOutput:
             "fast_bias_correction": opts.fast_bias_correction,
             "smooth_quant": opts.smooth_quant,
             "ignored_patterns": list(opts.ignored_patterns),
+            "task_float_nodes": task_float,
             "model_type": "transformer" if transformer else "default",
             "weight_types": weight_types,
             **_versions(with_nncf=True),

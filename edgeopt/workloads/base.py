@@ -21,6 +21,8 @@ from edgeopt.iospec import Feed, IOSpec
 from edgeopt.results import EvalDataSummary, LatencyStats, Quality, Selection
 
 if TYPE_CHECKING:
+    import mlx.nn
+    import onnx
     import torch
 
     from edgeopt.config import BenchmarkConfig, PipelineConfig
@@ -51,6 +53,19 @@ class TorchForm:
     module: torch.nn.Module
     io_spec: IOSpec
     example: Feed
+
+
+@dataclass(frozen=True)
+class MlxForm:
+    """The task's Apple MLX module for a folder: what mlx-convert converts and the mlx runtime runs.
+
+    `module` is called with the inputs of `io_spec` positionally, in order, as mx arrays (integer inputs
+    as int32, float inputs as float32: it casts to its own dtype) and returns its outputs (an array, or a
+    tuple in order); the task's post-processing stays in the workload, as for every runtime.
+    """
+
+    module: mlx.nn.Module
+    io_spec: IOSpec
 
 
 class Workload(ABC):
@@ -112,6 +127,23 @@ class Workload(ABC):
     def torch_form(self, model_dir: Path, for_export: bool = False) -> TorchForm:
         """The PyTorch module of a base folder (torch-eager, ONNX export, Olive); tasks without one refuse."""
         raise CandidateError(f"task {self.task!r} has no PyTorch form")
+
+    def float_nodes(self, model: onnx.ModelProto) -> list[str]:
+        """Names of the nodes of `model` that static INT8 must keep in float for this task's outputs to survive.
+
+        ort-static-int8 (`nodes_to_exclude`) and nncf-ptq-int8 (`nncf.IgnoredScope`) read it when their
+        `keep_task_float_nodes` option is on, e.g. a detector's head, whose concat of box coordinates and class
+        scores has no 8-bit scale that fits both. The default keeps nothing in float.
+        """
+        return []
+
+    def mlx_form(self, model_dir: Path, weights: bool = True) -> MlxForm:
+        """The MLX module of a folder (mlx-convert, the mlx runtime); tasks without one refuse.
+
+        weights: load the folder's own (base-model) weights into it; False: the architecture alone, from
+        the folder's config, for the runtime that loads the converted weights of a candidate.
+        """
+        raise CandidateError(f"task {self.task!r} has no MLX form")
 
     # -- measurement (child process) and quality (parent) ------------------------------------------
 

@@ -72,10 +72,14 @@ def test_quantize_from_a_gguf_parent(q8_0: tuple[Path, object], q4_1: Path, tmp_
     assert result.details["source_tensor_types"]["Q8_0"] >= 200 and result.details["tensor_types"]["Q4_0"] >= 200
 
 
-def test_a_base_without_gguf_form_fails_with_the_reason(tmp_path: Path) -> None:
-    hf_only = base({"hf": tmp_path}, gguf_unavailable="no HF->GGUF converter is installed")
-    with pytest.raises(CandidateError, match="no HF->GGUF converter"):
+def test_a_base_whose_conversion_failed_fails_with_the_converters_reason(tmp_path: Path) -> None:
+    # What the base folder of an HF source records when llama.cpp's converter cannot convert it.
+    reason = ("llama.cpp's HF->GGUF converter could not convert opt: convert_hf_to_gguf.py failed (exit 1): "
+              "Model OPTForCausalLM is not supported")
+    hf_only = base({"hf": tmp_path}, gguf_unavailable=reason)
+    with pytest.raises(CandidateError, match=r"no GGUF form of the base model: .*OPTForCausalLM is not supported"):
         get_recipe("gguf-quantize").build(ctx(hf_only, tmp_path / "out"))
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_imatrix_needs_the_hf_form(q4_1: Path, tmp_path: Path) -> None:

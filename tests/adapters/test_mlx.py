@@ -8,6 +8,7 @@ thresholds leave room for kernel differences and still catch a wrong layer, mask
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def test_fp32_forward_matches_torch(sentences: list[str], fp32: tuple[Path, Buil
                                     tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray) -> None:
     folder, output = fp32
     assert (output.format, output.runtime, output.precision) == ("mlx", "mlx", "fp32")
-    assert sorted(p.name for p in folder.iterdir()) == ["mlx_config.json", "weights.safetensors"]
+    # The base's config.json travels with the weights: the runtime rebuilds the task's module from it.
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "mlx_config.json", "weights.safetensors"]
     emb = encode(folder, output, *tokens)
     assert emb.shape == (len(sentences), 384) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -104,9 +106,11 @@ def test_int8_and_int4_quantize_the_linear_layers(build: Any, fp32: tuple[Path, 
 def test_named_tensors_and_task(fp32: tuple[Path, BuildOutput], tokens: tuple[np.ndarray, np.ndarray]) -> None:
     folder, output = fp32
     recipe = get_recipe("mlx-convert")
-    # A BERT re-implementation: text-embedding only.
-    assert recipe.tasks == ("text-embedding",)
-    assert recipe.serves("text-embedding", "tensor") and not recipe.serves("image-classification", "tensor")
+    # One runtime for every tensor task: the module is the task's (Workload.mlx_form), not the recipe's.
+    assert recipe.tasks == ()
+    assert recipe.serves("text-embedding", "tensor") and recipe.serves("image-classification", "tensor")
+    assert not recipe.serves("causal-lm", "generation")
+    assert output.details["task"] == "text-embedding"
     runner = get_runtime("mlx")(folder, output.model_file, output.details, THREADS)
     assert output.io_spec == runner.io_spec.to_dict()
     spec = runner.io_spec
@@ -150,3 +154,25 @@ def test_options_and_inputs_are_checked(build: Any, base: BaseModelInfo, hf_dir:
                                        task="text-embedding"))
     with pytest.raises(CandidateError, match="does not exist"):
         get_runtime("mlx")(tmp_path, "weights.safetensors", {}, THREADS)
+
+
+def test_a_folder_of_the_first_mlx_convert_still_loads(fp32: tuple[Path, BuildOutput], hf_dir: Path,
+                                                       tokens: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """Before the task hook, a candidate had no config.json and no task: the BERT shape sat in mlx_config.json."""
+    folder, output = fp32
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    shutil.copy2(folder / output.model_file, legacy / output.model_file)
+    stored = json.loads((folder / "mlx_config.json").read_text())
+    stored.pop("task")
+    stored["bert"] = json.loads((hf_dir / "config.json").read_text())
+    (legacy / "mlx_config.json").write_text(json.dumps(stored))
+    np.testing.assert_array_equal(encode(legacy, output, *tokens), encode(folder, output, *tokens))
+
+
+def test_a_task_without_an_mlx_form_fails_the_candidate(tmp_path: Path) -> None:
+    from edgeopt.workloads.base import get_workload
+
+    # causal-lm keeps Workload's default: MLX decoders go through mlx-lm (another recipe family).
+    with pytest.raises(CandidateError, match="task 'causal-lm' has no MLX form"):
+        get_workload("causal-lm").mlx_form(tmp_path)

@@ -19,7 +19,15 @@ from pydantic import ValidationError
 
 from edgeopt.errors import CandidateError
 from edgeopt.iospec import IOSpec
-from edgeopt.recipes import BaseModelInfo, BuildContext, BuildOutput, Calibration, get_recipe, get_runtime
+from edgeopt.recipes import (
+    BaseModelInfo,
+    BuildContext,
+    BuildOutput,
+    Calibration,
+    ParentArtifact,
+    get_recipe,
+    get_runtime,
+)
 from edgeopt.workloads.text_embedding import embeddings
 
 pytest.importorskip("olive", reason="the Olive recipes declare Requirements(modules=('olive',))")
@@ -157,7 +165,8 @@ def test_olive_search_keeps_olives_best(build: Any, tokens: tuple[np.ndarray, np
 def test_options_are_checked(build: Any, hf_dir: Path, tmp_path: Path) -> None:
     options = get_recipe("olive-workflow").options_model
     for bad in (
-        {"passes": ["transformers_optimization"]},  # no conversion first
+        {"passes": ["openvino_quantization"]},  # OpenVINO passes start with the conversion
+        {"passes": ["dynamic_quantization", "conversion"]},  # conversion comes first
         {"passes": ["conversion", "openvino_quantization"]},  # mixes ONNX and OpenVINO passes
         {"passes": ["conversion", "dynamic_quantization", "static_quantization"]},
         {"passes": ["conversion", "conversion"]},
@@ -171,7 +180,33 @@ def test_options_are_checked(build: Any, hf_dir: Path, tmp_path: Path) -> None:
     # The fixed workflow serves any task with a PyTorch form; the search is a sentence-encoder search.
     assert get_recipe("olive-workflow").tasks == ()
     assert get_recipe("olive-optimize").tasks == ("text-embedding",)
+    # A Hugging Face base goes through the PyTorch form: a list without a conversion cannot start there.
+    with pytest.raises(CandidateError, match="needs an ONNX model"):
+        build("olive-workflow", passes=["dynamic_quantization"])
     onnx_base = BaseModelInfo(path=tmp_path / "m.onnx", format="onnx", tokenizer_dir=hf_dir, sha256="x",
                               task="text-embedding")
-    with pytest.raises(CandidateError, match="Hugging Face base model"):
+    with pytest.raises(CandidateError, match="reading the ONNX input"):
         build("olive-workflow", base_model=onnx_base)
+
+
+def test_workflow_from_an_onnx_parent(build: Any, calibration_feeds: Calibration, base: BaseModelInfo,
+                                      tokens: tuple[np.ndarray, np.ndarray], reference: np.ndarray,
+                                      tmp_path: Path) -> None:
+    """An ONNX model is Olive's ONNXModel input: the graph's I/O spec, and no conversion pass."""
+    parent_dir, exported = build("onnx-export")
+    recipe = get_recipe("olive-workflow")
+    out = tmp_path / "candidate"
+    out.mkdir()
+    parent = ParentArtifact(name="onnx-fp32", dir=parent_dir, format="onnx", model_file=exported.model_file)
+    output = recipe.build(BuildContext(
+        base=base, parent=parent, out_dir=out, calibration=calibration_feeds, threads=THREADS,
+        options=recipe.options_model(passes=["conversion", "dynamic_quantization"],
+                                     pass_options={"dynamic_quantization": {"per_channel": True}})))
+    assert (output.format, output.precision) == ("onnx", "int8")
+    assert output.details["pass_list"] == ["dynamic_quantization"]
+    assert output.details["skipped_passes"] == {"conversion": "the input is already ONNX"}
+    assert output.details["input_model"] == f"ONNXModel: {exported.model_file}"
+    workflow = json.loads((out / "olive" / "workflow.json").read_text())
+    assert workflow["input_model"]["type"] == "ONNXModel"
+    assert IOSpec.from_dict(output.io_spec or {}) == IOSpec.from_dict(exported.io_spec or {})
+    assert min_cos(encode(out, output, tokens), reference) >= 0.98

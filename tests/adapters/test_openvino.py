@@ -493,3 +493,33 @@ def test_failures_become_candidate_errors(build: BuildFn, fp32: Built, tmp_path:
     (tmp_path / "bad.xml").write_text("<net></net>")
     with pytest.raises(CandidateError, match="openvino"):
         get_runtime("openvino")(tmp_path, "bad.xml", {}, THREADS)
+
+
+# ---------------------------------------------------------------------------------------------
+# keep_task_float_nodes: a task's own float nodes (the YOLO detector's head) as NNCF's ignored scope
+
+
+def test_nncf_ptq_leaves_the_task_float_nodes_in_float(tmp_path: Path) -> None:
+    import openvino as ov
+
+    from edgeopt.workloads.object_detection.detector import raw_output
+    from tests.workloads.object_detection.conftest import yolo_build_inputs
+
+    base, calibration, astronaut = yolo_build_inputs(tmp_path)
+    parent = ParentArtifact("onnx-fp32", base.path.parent, "onnx", base.path.name)
+    ir = get_recipe("ov-convert").build(BuildContext(base, parent, tmp_path / "ir", get_recipe(
+        "ov-convert").options_model(), calibration, THREADS))
+    ir_parent = ParentArtifact("ov-fp32", tmp_path / "ir", ir.format, ir.model_file)
+    recipe = get_recipe("nncf-ptq-int8")
+    assert recipe.options_model().keep_task_float_nodes is True
+    out = tmp_path / "ptq"
+    built = recipe.build(BuildContext(base, ir_parent, out, recipe.options_model(), calibration, THREADS))
+    names = set(built.details["task_float_nodes"])
+    assert {"/model.22/Sigmoid", "/model.22/dfl/Softmax", "/model.22/Mul_5"} <= names
+    # No fake-quantize feeds an ignored operation; the backbone's convolutions are quantized.
+    model = ov.Core().read_model(str(out / built.model_file))
+    fed = {op.get_friendly_name() for op in model.get_ops()
+           if any(op.input_value(i).get_node().get_type_name() == "FakeQuantize" for i in range(op.get_input_size()))}
+    assert fed and not fed & names
+    runner = get_runtime("openvino")(out, built.model_file, built.details, THREADS)
+    assert float(raw_output(runner, astronaut)[0, 4:].max()) > 0.3  # the astronaut's face (0.83 in FP32)

@@ -88,3 +88,16 @@ def quantized(ref_path: Path, llm_workdir: Path) -> Callable[[str], dict[str, An
         return cache[qtype]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def hf_source_base(hf_dir: Path, llm_workdir: Path) -> Any:
+    """The causal-lm base folder of `hf_dir` given as a user's Hugging Face source (`kind: hf`).
+
+    Its reference.gguf is made by llama.cpp's own converter (installed by scripts/bootstrap.sh).
+    """
+    from edgeopt.taskspec import get_task
+    from edgeopt.workloads.base import get_workload
+
+    source = get_task("causal-lm").parse_model({"kind": "hf", "path": str(hf_dir)})
+    return get_workload("causal-lm").materialize_base(source, llm_workdir / "hf-source-base", llm_workdir)

@@ -1,4 +1,4 @@
-"""The causal-lm base folder: one F32 reference GGUF, its Hugging Face export and the tokenizer (real model)."""
+"""The causal-lm base folder: the reference, its other forms (GGUF, Hugging Face) and the tokenizer (real model)."""
 
 from __future__ import annotations
 
@@ -55,12 +55,15 @@ def test_user_gguf_errors_are_one_line(tmp_path: Path) -> None:
         get_workload("causal-lm").materialize_base(GgufFileModel(kind="gguf", path=bad), tmp_path / "b", tmp_path)
 
 
-def test_user_hf_folder_has_no_gguf_form(bundled_base: BaseModelInfo, tmp_path: Path) -> None:
-    b = get_workload("causal-lm").materialize_base(HFFolderModel(kind="hf", path=bundled_base.variants["hf"]),
-                                                   tmp_path / "base", tmp_path)
-    assert b.format == "hf" and set(b.variants) == {"hf"}
-    assert "no HF->GGUF converter" in b.details["gguf_unavailable"]
-    # Its evaluation data is tokenized and scored by transformers instead of llama.cpp.
+def test_user_hf_folder_stays_the_reference_beside_its_converted_gguf(hf_source_base: BaseModelInfo,
+                                                                      hf_dir: Path, tmp_path: Path) -> None:
+    b = hf_source_base
+    dest = b.path.parent
+    assert (b.format, b.path) == ("hf", dest / rm.HF_DIR)
+    assert b.variants == {"hf": dest / rm.HF_DIR, "gguf": dest / rm.REFERENCE_GGUF}
+    assert "gguf_unavailable" not in b.details and b.details["gguf_conversion"]["outtype"] == "f32"
+    # Its evaluation data is still tokenized and scored by transformers: the converted GGUF is a candidate's
+    # input, not the reference.
     from edgeopt.workloads.causal_lm import TextWindowsData
     from edgeopt.workloads.causal_lm.text_windows import build_text_windows, load_manifest, load_tokens
 
@@ -70,7 +73,7 @@ def test_user_hf_folder_has_no_gguf_form(bundled_base: BaseModelInfo, tmp_path: 
     assert load_tokens(tmp_path / "data")[0].shape == (2, 32)
     encoder = tmp_path / "encoder"
     encoder.mkdir()
-    for f in bundled_base.variants["hf"].iterdir():
+    for f in hf_dir.iterdir():
         (encoder / f.name).symlink_to(f)
     (encoder / "config.json").unlink()
     (encoder / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))

@@ -81,14 +81,15 @@ def fan_out(params_path: str) -> dict[str, Any]:
     """The optimize flow's build stage alone (prepare and tokenize first): what the test is about."""
     from prefect.runtime import flow_run
 
-    from edgeopt import pipeline
     from edgeopt.config import load_params
+    from edgeopt.pipeline.context import PipelineContext
+    from edgeopt.pipeline.data import prepare_data, prepare_inputs
     from flows.candidates import build_all
 
     path = Path(params_path)
-    ctx = pipeline.PipelineContext(load_params(path), "minilm", path.parent)
-    prepared = pipeline.prepare_data(ctx)
-    records, failed = build_all(ctx, prepared, pipeline.prepare_inputs(ctx, prepared))
+    ctx = PipelineContext(load_params(path), "minilm", path.parent)
+    prepared = prepare_data(ctx)
+    records, failed = build_all(ctx, prepared, prepare_inputs(ctx, prepared))
     return {"built": sorted(records), "failed": failed, "flow_run_id": str(flow_run.id)}
 
 

@@ -77,22 +77,26 @@ class FaultRun:
 def fault_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
     import mlflow
 
-    from edgeopt import pipeline as pl
     from edgeopt import tracking
     from edgeopt.config import load_params
+    from edgeopt.pipeline.candidates import run_candidates
+    from edgeopt.pipeline.context import PipelineContext
+    from edgeopt.pipeline.data import prepare_data, prepare_inputs
+    from edgeopt.pipeline.runs import start_tracking, track_candidates
+    from edgeopt.pipeline.selecting import select_and_log
 
     faults.register()  # before params are parsed: candidates name these recipes
     tmp = tmp_path_factory.mktemp("faults")
     specs = REAL + [{"name": name, "recipe": name} for name in FAULTS]
     params_path = fault_params(tmp, specs)
-    ctx = pl.PipelineContext(load_params(params_path), "minilm", tmp)
+    ctx = PipelineContext(load_params(params_path), "minilm", tmp)
     started = time.perf_counter()
-    prepared = pl.prepare_data(ctx)
-    inputs = pl.prepare_inputs(ctx, prepared)
-    run = pl.start_tracking(ctx, prepared, {})
-    records, rows = pl.run_candidates(ctx, prepared, inputs)
-    rows = pl.track_candidates(ctx, run, rows, records)
-    selection = pl.select_and_log(ctx, run, rows)
+    prepared = prepare_data(ctx)
+    inputs = prepare_inputs(ctx, prepared)
+    run = start_tracking(ctx, prepared, {})
+    records, rows = run_candidates(ctx, prepared, inputs)
+    rows = track_candidates(ctx, run, rows, records)
+    selection = select_and_log(ctx, run, rows)
     yield FaultRun(tmp, params_path, ctx, prepared, inputs, run, rows, selection, time.perf_counter() - started,
                    tracking.tracking_uri(ctx.params, tmp))
     mlflow.set_tracking_uri(None)

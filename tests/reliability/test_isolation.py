@@ -8,8 +8,9 @@ import time
 import psutil
 import pytest
 
-from edgeopt import pipeline as pl
 from edgeopt.config import load_params
+from edgeopt.pipeline.candidates import run_candidates
+from edgeopt.pipeline.context import PipelineContext
 from tests.reliability.conftest import FAULTS, FaultRun, fault_params, record_outcome
 
 pytestmark = pytest.mark.integration
@@ -73,9 +74,9 @@ def test_a_hang_is_killed_at_the_build_timeout(fault_run: FaultRun) -> None:
     params = fault_params(fault_run.root, [{"name": "torch-fp32", "recipe": "torch-eager"},
                                            {"name": "fault-hang", "recipe": "fault-hang"}], build_timeout_s=5,
                           file_name="hang.yaml")
-    ctx = pl.PipelineContext(load_params(params), "minilm", fault_run.root)
+    ctx = PipelineContext(load_params(params), "minilm", fault_run.root)
     started = time.perf_counter()
-    _, rows = pl.run_candidates(ctx, fault_run.prepared, fault_run.inputs)
+    _, rows = run_candidates(ctx, fault_run.prepared, fault_run.inputs)
     elapsed = time.perf_counter() - started
     by_name = {r.name: r for r in rows}
     hang = by_name["fault-hang"]

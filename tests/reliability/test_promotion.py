@@ -31,17 +31,20 @@ PROMOTER = textwrap.dedent('''
 
     import mlflow
 
-    from edgeopt import pipeline as pl, tracking
+    from edgeopt import tracking
     from edgeopt.config import load_params
+    from edgeopt.pipeline.context import PipelineContext
+    from edgeopt.pipeline.data import load_prepared
+    from edgeopt.pipeline.selecting import load_selection
     from edgeopt.promotion import promote
     from edgeopt.workloads.base import get_workload
     from tests.reliability import faults
 
     faults.register()  # the run's params name the fault recipes
     params, tag, barrier, out = sys.argv[1:5]
-    ctx = pl.PipelineContext(load_params(params), "minilm", Path(params).parent)
+    ctx = PipelineContext(load_params(params), "minilm", Path(params).parent)
     experiment = tracking.configure(ctx.params, ctx.project_root)
-    selection, prepared = pl.load_selection(ctx), pl.load_prepared(ctx)
+    selection, prepared = load_selection(ctx), load_prepared(ctx)
     run_id = mlflow.MlflowClient().create_run(experiment, run_name=f"promoter-{tag}").info.run_id
     workload = get_workload(ctx.cfg.task)
 

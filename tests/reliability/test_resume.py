@@ -80,14 +80,16 @@ def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, tim
 
 def _reference(tmp: Path) -> tuple[dict, dict[str, str]]:
     """The same config, uninterrupted, through the stage functions."""
-    from edgeopt import pipeline as pl
     from edgeopt.config import load_params
+    from edgeopt.pipeline.candidates import run_candidates
+    from edgeopt.pipeline.context import PipelineContext
+    from edgeopt.pipeline.data import prepare_data, prepare_inputs
 
     tmp.mkdir()
-    ctx = pl.PipelineContext(load_params(_params(tmp)), "minilm", tmp)
-    prepared = pl.prepare_data(ctx)
-    inputs = pl.prepare_inputs(ctx, prepared)
-    _, rows = pl.run_candidates(ctx, prepared, inputs)
+    ctx = PipelineContext(load_params(_params(tmp)), "minilm", tmp)
+    prepared = prepare_data(ctx)
+    inputs = prepare_inputs(ctx, prepared)
+    _, rows = run_candidates(ctx, prepared, inputs)
     return {r.name: r for r in rows}, _artifact_hashes(ctx.ws.candidates_dir)
 
 

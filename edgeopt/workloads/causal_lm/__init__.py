@@ -6,6 +6,7 @@ is `edgeopt.workloads.causal_lm.workload`, the GGUF reference and text windows l
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +31,18 @@ class BundledLLM(SourceKind):
         return gguf_file_facts(bundled_smollm2_gguf(), where)
 
 
+class HFCausalLMFolder(HFFolderModel):
+    """A local Hugging Face causal LM folder (`kind: hf`); it offers a GGUF form too.
+
+    The prepare stage converts it with llama.cpp's own converter (reference_model), so the GGUF recipes can
+    start from it like from a GGUF source; where the converter cannot, those candidates fail with its reason.
+    """
+
+    def inspect(self, root: Path, where: str) -> SourceFacts:
+        facts = super().inspect(root, where)
+        return dataclasses.replace(facts, formats=(*facts.formats, "gguf"))
+
+
 class TextWindowsData(SourceKind):
     """Held-out text cut into fixed token windows (causal-lm quality: PPL, KLD, top-1).
 
@@ -47,7 +60,7 @@ TASK = TaskSpec(
     name="causal-lm",
     family="generation",
     workload="edgeopt.workloads.causal_lm.workload:WORKLOAD",
-    model_sources=(BundledLLM, GgufFileModel, HFFolderModel),
+    model_sources=(BundledLLM, GgufFileModel, HFCausalLMFolder),
     data_sources=(TextWindowsData,),
     quality_metrics=("top1", "ppl"),
     summary="text generation: perplexity, KL divergence and top-1 agreement with the reference",

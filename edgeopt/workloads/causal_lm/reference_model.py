@@ -2,14 +2,21 @@
 
 Layout of the base folder (a DVC output of the prepare stage):
 
-    reference.gguf   F32 GGUF: the source dequantized once (the quantizer's input, the KLD reference)
-    hf/              LlamaForCausalLM folder exported from reference.gguf (torch, ONNX and OpenVINO exporters)
+    reference.gguf   the GGUF recipes' input (llama.cpp quantizes it)
+    hf/              a Hugging Face folder (torch, ONNX and OpenVINO exporters; the imatrix collector)
     tokenizer/       tokenizer files only (served with the promoted model; small, unlike hf/)
-    source.json      lineage: where the weights came from and what they were quantized to
+    source.json      lineage: where the weights came from, how each form was made
 
-A GGUF source (the bundled SmolLM2 Q4_1, or a user's file) gives all three. A Hugging Face folder gives hf/ and
-tokenizer/ only: no HF->GGUF converter ships with the installed packages (neither `gguf` nor the
-llama-cpp-python wheel has convert_hf_to_gguf), so GGUF recipes fail for it with that reason.
+A GGUF source (the bundled SmolLM2 Q4_1, or a user's file) is dequantized once to an F32 reference.gguf, which
+is also the reference every candidate is scored against; hf/ is a LlamaForCausalLM export of it. A Hugging Face
+folder is the reference itself (hf/, scored by transformers); reference.gguf is made from it by llama.cpp's own
+converter (`hf_to_gguf`) in the checkpoint's float type, so the GGUF candidates start from the same numbers.
+
+Every derived form is made here, once per source digest (and converter version), not by a recipe: each
+`gguf-quantize` candidate (F16, Q8_0, ..., with or without imatrix) starts from the base, so a params.yaml
+written for a GGUF source works unchanged for an HF folder, and the conversion is not repeated per candidate.
+A conversion that fails (an architecture the converter does not know) leaves hf/ and tokenizer/: the GGUF
+candidates then fail with the converter's reason, and the rest of the run goes on.
 """
 
 from __future__ import annotations
@@ -33,8 +40,6 @@ SOURCE_FILE = "source.json"
 LAYOUT_VERSION = "1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
-NO_GGUF_REASON = ("the base model is a Hugging Face folder and no HF->GGUF converter is installed "
-                  "(convert_hf_to_gguf ships only in llama.cpp's source tree); give a GGUF file as the model")
 
 
 def _resolve(p: Path, project_root: Path) -> Path:
@@ -72,13 +77,55 @@ def _check_causal_lm_folder(path: Path) -> None:
 
 
 def _cached(dest: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The existing folder's lineage if it was built from the same source by the same code."""
+    """The existing folder's lineage if it was built from the same source by the same code.
+
+    A conversion that failed for a reason that may not repeat (timeout, killed) is tried again.
+    """
     path = dest / SOURCE_FILE
     try:
         info: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return info if info.get("key") == key else None
+    if info.get("key") != key or info.get("details", {}).get("gguf_transient"):
+        return None
+    return info
+
+
+def _converter_key() -> dict[str, Any] | None:
+    """The installed converter's identity (None: not installed) for the base folder's cache key."""
+    from edgeopt.workloads.causal_lm.hf_to_gguf import ConversionError, converter_provenance
+
+    try:
+        return converter_provenance()
+    except ConversionError:
+        return None
+
+
+def _from_hf(src: Path, tmp: Path, origin: str, source_sha: str) -> dict[str, Any]:
+    """hf/ and tokenizer/ copied; reference.gguf converted by llama.cpp, or the reason it could not be."""
+    from edgeopt.base_model import copy_hf
+    from edgeopt.workloads.causal_lm.hf_to_gguf import ConversionError, checkpoint_outtype, convert_hf_to_gguf
+
+    copy_hf(src, tmp / HF_DIR)
+    _copy_tokenizer(src, tmp / TOKENIZER_DIR)
+    details: dict[str, Any] = {"source": origin, "source_sha256": source_sha,
+                               "reference": "the Hugging Face folder as given (torch FP32 logits)"}
+    outtype = checkpoint_outtype(src)
+    try:
+        # From the source folder, not the hf/ copy: the converter also reads files the copy leaves out
+        # (generation_config.json, chat_template.jinja) for the GGUF's special tokens and chat template.
+        conversion = convert_hf_to_gguf(src, tmp / REFERENCE_GGUF, outtype)
+    except ConversionError as err:
+        details["gguf_unavailable"] = f"llama.cpp's HF->GGUF converter could not convert {src.name}: {err}"
+        if err.transient:
+            details["gguf_transient"] = True
+    else:
+        details["gguf_conversion"] = conversion
+        details["gguf_reference"] = (f"{REFERENCE_GGUF}: {conversion['file_type']} converted from the folder by "
+                                     f"{conversion['converter']} (llama-cpp-python "
+                                     f"{conversion['llama_cpp_python']}, --outtype {outtype}, the checkpoint's "
+                                     f"own float type)")
+    return details
 
 
 def _from_gguf(src: Path, tmp: Path, origin: str, source_sha: str) -> dict[str, Any]:
@@ -135,13 +182,16 @@ def materialize_causal_lm(source: SourceKind, dest: Path, project_root: Path) ->
     else:
         raise UserError(f"model kind {source.kind!r} does not fit task causal-lm")
 
+    key: dict[str, Any]
     if isinstance(source, HFFolderModel):
         _check_causal_lm_folder(src)
         source_sha = sha256_tree(src)
+        # A new converter (or one installed since) makes a new reference.gguf.
+        key = {"layout": LAYOUT_VERSION, "source_sha256": source_sha, "gguf_converter": _converter_key()}
     else:
         _check_gguf(src)
         source_sha = sha256_file(src)
-    key = {"layout": LAYOUT_VERSION, "source_sha256": source_sha}
+        key = {"layout": LAYOUT_VERSION, "source_sha256": source_sha}
     info = _cached(dest, key)
     if info is None:
         tmp = dest.with_name(f".{dest.name}.tmp")
@@ -149,13 +199,7 @@ def materialize_causal_lm(source: SourceKind, dest: Path, project_root: Path) ->
         tmp.mkdir(parents=True)
         try:
             if isinstance(source, HFFolderModel):
-                from edgeopt.base_model import copy_hf
-
-                copy_hf(src, tmp / HF_DIR)
-                _copy_tokenizer(src, tmp / TOKENIZER_DIR)
-                details: dict[str, Any] = {"source": origin, "source_sha256": source_sha,
-                                           "reference": "the Hugging Face folder as given (torch FP32 logits)",
-                                           "gguf_unavailable": NO_GGUF_REASON}
+                details = _from_hf(src, tmp, origin, source_sha)
             else:
                 details = _from_gguf(src, tmp, origin, source_sha)
             (tmp / SOURCE_FILE).write_text(json.dumps({"key": key, "details": details}, indent=2) + "\n")
@@ -171,6 +215,7 @@ def materialize_causal_lm(source: SourceKind, dest: Path, project_root: Path) ->
         variants["gguf"] = dest / REFERENCE_GGUF
     if (dest / HF_DIR / "config.json").is_file():
         variants["hf"] = dest / HF_DIR
-    path, fmt = (variants["gguf"], "gguf") if "gguf" in variants else (variants["hf"], "hf")
+    # The reference is the source's own form: an HF folder stays "hf" (scored by transformers) beside its GGUF.
+    path, fmt = (variants["hf"], "hf") if isinstance(source, HFFolderModel) else (variants["gguf"], "gguf")
     return BaseModelInfo(path=path, format=fmt, tokenizer_dir=dest / TOKENIZER_DIR, sha256=sha256_tree(dest),
                          task="causal-lm", variants=variants, details=details)

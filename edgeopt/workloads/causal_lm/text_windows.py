@@ -168,11 +168,16 @@ class _Tokenizer:
             self._vocab.close()
 
 
+def _reference_gguf(base: BaseModelInfo) -> Path | None:
+    """The GGUF that is the reference (a GGUF source's F32 copy); an HF source's converted GGUF is not."""
+    return base.variants.get("gguf") if base.format == "gguf" else None
+
+
 def _reference_logits_fn(base: BaseModelInfo, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     """Logits of the reference for a batch of windows, and a description of how they were computed."""
     from edgeopt.workloads.causal_lm.logits import hf_logits, llamacpp_logits
 
-    gguf_path = base.variants.get("gguf")
+    gguf_path = _reference_gguf(base)
     if gguf_path is not None:
         # F32 weights and an F32 KV cache: the reference carries no rounding of its own.
         return (lambda w: llamacpp_logits(gguf_path, w, threads=threads, kv_cache="f32"),
@@ -278,7 +283,7 @@ def build_text_windows(source: TextWindowsData, out_dir: Path, base: BaseModelIn
 
     threads = threads or max(1, min(os.cpu_count() or 1, 8))
     n, t = source.windows, source.window_tokens
-    tok = _Tokenizer(base.variants.get("gguf"), base.tokenizer_dir)
+    tok = _Tokenizer(_reference_gguf(base), base.tokenizer_dir)
     try:
         split = _tokenized_split(source, tok)
         eval_text, calib_text, eval_ids, calib_ids = split.eval_text, split.calib_text, split.eval_ids, split.calib_ids

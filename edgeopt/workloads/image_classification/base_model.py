@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
+from edgeopt.imaging import onnx_image_input, value_dims
 from edgeopt.io.atomic import atomic_dir
 from edgeopt.workloads.image_classification.model import CONFIG_FILE, BaseFolderConfig, read_base_config
 
@@ -48,18 +49,13 @@ class Preprocessing(BaseModel):
     num_classes: int | None = None  # None: not known from the files (a dynamic ONNX output)
 
 
-def _one_line(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: not found") from None
     except (OSError, ValueError) as err:
-        raise UserError(f"{path}: not valid JSON ({_one_line(err)})") from None
+        raise UserError(f"{path}: not valid JSON ({one_line(err)})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a JSON object")
     return raw
@@ -117,7 +113,7 @@ def hf_preprocessing(folder: Path) -> Preprocessing:
         return Preprocessing(image_size=height, mean=tuple(float(m) / fold for m in mean),
                              std=tuple(float(s) / fold for s in std), num_classes=hf_num_classes(config))
     except (ValidationError, TypeError, ValueError) as err:
-        raise UserError(f"{path}: unusable image_mean / image_std / size ({_one_line(err)})") from None
+        raise UserError(f"{path}: unusable image_mean / image_std / size ({one_line(err)})") from None
 
 
 def check_hf_classifier(folder: Path, config: dict[str, Any] | None = None) -> str:
@@ -149,11 +145,6 @@ def check_hf_classifier(folder: Path, config: dict[str, Any] | None = None) -> s
 # -- ONNX graphs ----------------------------------------------------------------------------------
 
 
-def _dims(value_info: Any) -> list[int | str]:
-    shape = value_info.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
-
-
 def onnx_pixel_input(path: Path, source: OnnxClassifierModel, where: str) -> dict[str, Any]:
     """Check the graph's pixel input against the declared preprocessing; its name, layout, shape and classes.
 
@@ -162,25 +153,7 @@ def onnx_pixel_input(path: Path, source: OnnxClassifierModel, where: str) -> dic
     """
     import onnx
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
-        raise UserError(f"{where}.path: cannot read ONNX file {path}: {_one_line(err)}") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    names = [i.name for i in inputs]
-    if source.input_name is not None:
-        if source.input_name not in names:
-            raise UserError(f"{where}.input_name: {source.input_name!r} is not an input of {path.name} "
-                            f"(it has {', '.join(names) or 'none'})")
-        chosen = next(i for i in inputs if i.name == source.input_name)
-    elif len(inputs) == 1:
-        chosen = inputs[0]
-    else:
-        raise UserError(f"{where}: {path.name} has {len(inputs)} inputs ({', '.join(names)}); image-classification "
-                        f"feeds one pixel tensor (set input_name if the others are optional)")
-    dims = _dims(chosen)
-    shown = f"{chosen.name} [{', '.join(str(d) for d in dims)}]"
+    model, chosen, dims, shown = onnx_image_input(path, source.input_name, where, "image-classification")
     if len(dims) != 4:
         raise UserError(f"{where}: input {shown} of {path.name} is not a [batch, 3, height, width] image tensor")
     elem = chosen.type.tensor_type.elem_type
@@ -201,7 +174,7 @@ def onnx_pixel_input(path: Path, source: OnnxClassifierModel, where: str) -> dic
                         f"({'x'.join(str(d) for d in spatial)} {layout})")
     num_classes = None
     if model.graph.output:
-        out = _dims(model.graph.output[0])
+        out = value_dims(model.graph.output[0])
         if len(out) >= 2 and isinstance(out[1], int) and out[1] > 0:
             num_classes = out[1]
     return {"input_name": chosen.name, "layout": layout, "input_shape": dims, "num_classes": num_classes}
@@ -236,7 +209,7 @@ def preprocessing_of(base_path: Path) -> Preprocessing:
         try:
             return Preprocessing.model_validate(raw)
         except ValidationError as err:
-            raise UserError(f"{base_path.parent / CONFIG_FILE}: invalid preprocessing ({_one_line(err)})") from None
+            raise UserError(f"{base_path.parent / CONFIG_FILE}: invalid preprocessing ({one_line(err)})") from None
     config = _read_json(base_path / CONFIG_FILE)
     if is_hf_config(config):
         return hf_preprocessing(base_path)

@@ -16,20 +16,30 @@ from a class map), holding a seeded choice of its images out for calibration.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import math
-import os
-import zipfile
 from collections.abc import Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ConfigDict, Field, ValidationError
 
 from edgeopt.errors import UserError
+from edgeopt.imaging import (
+    Crop,
+    image_hashes,
+    image_library_versions,
+    images_sha256,
+    one_line,
+    plan_crops,
+    read_npz,
+    read_rgb,
+    shipped_photographs,
+    split_photographs,
+    write_npz,
+)
+from edgeopt.imaging import photo_group as photo_group  # re-exported: the task's tests and callers use these names
+from edgeopt.imaging import skimage_data_dir as skimage_data_dir
 from edgeopt.io.atomic import atomic_dir
 from edgeopt.results import Record
 
@@ -40,12 +50,6 @@ IMAGE_SIZE = 224
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 CROP_FRACTION = 0.875  # evaluation center crop: the TF EfficientNet eval pipeline's 224 / (224 + 32)
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
-MIN_PHOTO_SIDE = 32  # a smaller shipped image is too small to cut crops from
-AREA = (0.5, 1.0)  # random-resized crop: fraction of the photograph's area
-RATIO = (3 / 4, 4 / 3)  # random-resized crop: aspect ratio (width / height) before resizing to a square
-# Pillow modes of a 2-D 8-bit grayscale/colour image; anything else (I;16, F, multi-band) is not used.
-MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 
 EVAL_FILE = "eval.npz"
 CALIBRATION_FILE = "calibration.npz"
@@ -84,141 +88,6 @@ class ImageDataManifest(Record):
     n_classes: int = 0  # distinct labels in the evaluation set
 
 
-class Crop(NamedTuple):
-    source: int  # index into the photographs
-    box: tuple[int, int, int, int]  # left, top, right, bottom in source pixels
-    flip: bool  # horizontal flip after resizing
-
-
-def _one_line(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def read_rgb(path: Path, *, photograph: bool = False) -> Image.Image:
-    """Decode `path` fully with Pillow and return it as RGB (alpha composited over white, EXIF orientation applied).
-
-    photograph: also refuse multi-frame files and images smaller than MIN_PHOTO_SIDE.
-    Raises UserError (one line, naming the file) for anything that is not a usable image.
-    """
-    from PIL import Image, ImageOps
-
-    path = Path(path)
-    try:
-        with Image.open(path) as opened:
-            frames = getattr(opened, "n_frames", 1)
-            opened.load()
-            img = ImageOps.exif_transpose(opened)
-            img.load()
-    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise UserError(f"{path}: not an image Pillow can read ({_one_line(err)})") from None
-    if img.mode not in MODES:
-        raise UserError(f"{path}: not an 8-bit grayscale or colour image (Pillow mode {img.mode})")
-    if photograph and frames > 1:
-        raise UserError(f"{path}: has {frames} frames, not one photograph")
-    if photograph and min(img.size) < MIN_PHOTO_SIDE:
-        raise UserError(f"{path}: {img.size[0]}x{img.size[1]} is smaller than {MIN_PHOTO_SIDE} pixels")
-    if img.mode in ("P", "PA"):
-        img = img.convert("RGBA")
-    if "A" in img.mode or "a" in img.mode:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    return img.convert("RGB")
-
-
-def skimage_data_dir() -> Path:
-    """`skimage/data/` of the installed scikit-image, found without importing it."""
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("image-classification evaluation data needs scikit-image (its shipped photographs)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def shipped_photographs() -> list[Path]:
-    """The png/jpg files shipped in the scikit-image wheel that decode as one 2-D grayscale/colour image, sorted."""
-    folder = skimage_data_dir()
-    if not folder.is_dir():
-        return []
-    usable = []
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in PHOTO_SUFFIXES:
-            continue
-        try:
-            read_rgb(path, photograph=True)
-        except UserError:
-            continue
-        usable.append(path)
-    return usable
-
-
-def photo_group(path: Path) -> str:
-    """Views of one scene share a group (motorcycle_left/right, chessboard_GRAY/RGB): the split keeps them together."""
-    return Path(path).stem.split("_")[0].lower()
-
-
-def split_photographs(
-    photographs: Sequence[Path], n_eval: int, n_calibration: int, seed: int
-) -> tuple[list[Path], list[Path]]:
-    """Hold out whole photo groups for calibration, about n_calibration / (n_eval + n_calibration) of the
-    photographs and at least one group; the rest is for evaluation. Both lists keep the input order."""
-    groups: dict[str, list[Path]] = {}
-    for p in photographs:
-        groups.setdefault(photo_group(p), []).append(Path(p))
-    if len(groups) < 2:
-        raise UserError(
-            f"need photographs of at least 2 different scenes to keep calibration apart from evaluation, "
-            f"found {len(groups)} ({len(photographs)} photographs)"
-        )
-    target = max(1, round(len(photographs) * n_calibration / (n_eval + n_calibration)))
-    order = np.random.default_rng([seed, 0]).permutation(sorted(groups))
-    held: set[str] = set()
-    count = 0
-    for name in order[:-1]:  # the last group always stays in evaluation
-        if count >= target:
-            break
-        held.add(str(name))
-        count += len(groups[str(name)])
-    calibration = [Path(p) for p in photographs if photo_group(p) in held]
-    evaluation = [Path(p) for p in photographs if photo_group(p) not in held]
-    return evaluation, calibration
-
-
-def _crop_size(rng: np.random.Generator, width: int, height: int) -> tuple[int, int]:
-    area = rng.uniform(*AREA) * width * height
-    # Ratios for which a crop of this area fits inside the photograph, intersected with RATIO.
-    fit_lo, fit_hi = area / (height * height), (width * width) / area
-    lo, hi = max(RATIO[0], fit_lo), min(RATIO[1], fit_hi)
-    if lo > hi:  # a very elongated photograph: the feasible ratio nearest RATIO
-        lo = hi = fit_lo if fit_lo > RATIO[1] else fit_hi
-    ratio = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    w = min(width, max(1, round(math.sqrt(area * ratio))))
-    h = min(height, max(1, round(math.sqrt(area / ratio))))
-    return w, h
-
-
-def plan_crops(sizes: Sequence[tuple[int, int]], n: int, seed: int | Sequence[int]) -> list[Crop]:
-    """n random-resized crops over photographs of the given (width, height): each photograph is used in turn
-    (a fresh random order every round), with 50-100% of its area, an aspect ratio in 3/4..4/3 and a coin-flip
-    horizontal flip. Deterministic in `seed`."""
-    if not sizes:
-        raise UserError("no photographs to cut evaluation images from")
-    rng = np.random.default_rng(seed)
-    crops = []
-    order: list[int] = []
-    for _ in range(n):
-        if not order:
-            order = [int(i) for i in rng.permutation(len(sizes))]
-        source = order.pop(0)
-        width, height = sizes[source]
-        w, h = _crop_size(rng, width, height)
-        left = int(rng.integers(0, width - w + 1))
-        top = int(rng.integers(0, height - h + 1))
-        flip = bool(rng.random() < 0.5)
-        crops.append(Crop(source, (left, top, left + w, top + h), flip))
-    return crops
-
-
 def render_crops(images: Sequence[Image.Image], crops: Sequence[Crop], size: int = IMAGE_SIZE) -> np.ndarray:
     """uint8 [len(crops), size, size, 3]: each crop resized (bilinear) to a square, flipped if asked."""
     from PIL import Image
@@ -254,44 +123,6 @@ def expand(images: Sequence[Any], n: int, seed: int | Sequence[int], size: int =
     return render_crops(pil, plan_crops([im.size for im in pil], n, seed), size)
 
 
-def images_sha256(images: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-
-
-def image_hashes(images: np.ndarray) -> list[str]:
-    """sha256 of each image's bytes: identical inputs have identical hashes."""
-    return [hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
-
-
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """An uncompressed .npz that `np.load` reads, byte-identical for identical arrays (fixed zip timestamps,
-    unlike `np.savez`), so DVC sees an unchanged file when the data did not change. Atomic."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, arr in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.create_system = 3
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: evaluation data file not found (build the data first)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as err:
-        raise UserError(f"{path}: not a readable .npz file ({_one_line(err)})") from None
-
-
 def load_eval_images(data_dir: Path) -> dict[str, np.ndarray]:
     """{"eval": ..., "calibration": ...}: the image arrays `build_eval_images` wrote."""
     data_dir = Path(data_dir)
@@ -301,16 +132,6 @@ def load_eval_images(data_dir: Path) -> dict[str, np.ndarray]:
         if "images" not in arrays:
             raise UserError(f"{data_dir / name}: no 'images' array")
         out[key] = arrays["images"]
-    return out
-
-
-def _versions() -> dict[str, str]:
-    out = {"numpy": np.__version__}
-    for dist, key in (("scikit-image", "scikit-image"), ("pillow", "pillow")):
-        try:
-            out[key] = version(dist)
-        except PackageNotFoundError:
-            out[key] = "unknown"
     return out
 
 
@@ -331,7 +152,7 @@ def build_eval_images(
     try:
         cfg = ImageEvalData(n_eval=n_eval, n_calibration=n_calibration, seed=seed, size=size)
     except ValidationError as err:
-        raise UserError(f"image evaluation data: {_one_line(err)}") from None
+        raise UserError(f"image evaluation data: {one_line(err)}") from None
     paths = [Path(p) for p in (shipped_photographs() if photographs is None else photographs)]
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
@@ -359,7 +180,7 @@ def build_eval_images(
         calibration_sources=[p.name for p in calib_paths],
         sha256={key: images_sha256(arrays["images"]) for key, arrays in sets.items()},
         files=list(FILES),
-        versions=_versions(),
+        versions=image_library_versions(),
     )
     with atomic_dir(Path(out_dir)) as tmp:
         write_npz(tmp / EVAL_FILE, sets["eval"])
@@ -475,7 +296,7 @@ def read_class_map(path: Path) -> dict[str, int]:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"{path}: class map is not valid JSON ({_one_line(err)})") from None
+        raise UserError(f"{path}: class map is not valid JSON ({one_line(err)})") from None
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"{path}: expected a non-empty JSON object mapping class folder names to class indices")
     for name, index in raw.items():
@@ -534,8 +355,8 @@ def build_folder_images(
         kind="image-folder", seed=seed, size=size, n_eval=len(evaluation), n_calibration=len(calibration),
         eval_sources=[rel[i] for i in evaluation], calibration_sources=[rel[i] for i in calibration],
         sha256={key: images_sha256(arrays["images"]) for key, arrays in sets.items()},
-        files=list(FILES), versions=_versions(), folder=str(folder), crop_fraction=crop_fraction, labelled=True,
-        n_classes=len(set(labels[evaluation].tolist())),
+        files=list(FILES), versions=image_library_versions(), folder=str(folder), crop_fraction=crop_fraction,
+        labelled=True, n_classes=len(set(labels[evaluation].tolist())),
     )
     with atomic_dir(Path(out_dir)) as tmp:
         write_npz(tmp / EVAL_FILE, sets["eval"])
@@ -551,7 +372,7 @@ def read_manifest(data_dir: Path) -> ImageDataManifest:
     try:
         return ImageDataManifest.model_validate_json(path.read_text())
     except ValidationError as err:
-        raise UserError(f"{path}: invalid manifest ({_one_line(err)})") from None
+        raise UserError(f"{path}: invalid manifest ({one_line(err)})") from None
 
 
 def load_labels(data_dir: Path, key: str = "eval") -> np.ndarray | None:

@@ -9,6 +9,7 @@ first output back as [batch, classes] logits (probabilities, from a graph ending
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ from edgeopt.sources import SourceFacts
 from edgeopt.taskspec import SourceKind
 from edgeopt.timing import stats, timed_loop
 from edgeopt.validation import ValidationReport
-from edgeopt.workloads.base import Speed, TorchForm, Workload
+from edgeopt.workloads.base import MlxForm, Speed, TorchForm, Workload
 from edgeopt.workloads.image_classification import ImageFolderData, PhotographsData
-from edgeopt.workloads.image_classification.base_model import DEFAULT_INPUT, preprocessing_of
+from edgeopt.workloads.image_classification.base_model import DEFAULT_INPUT, is_hf_config, preprocessing_of
 from edgeopt.workloads.image_classification.logits import logits, logits_all, pixel_feed, pixel_input
+from edgeopt.workloads.image_classification.model import CONFIG_FILE
 
 LOGITS_FILE = "logits.npz"  # "logits" float32 [n_eval, classes], and "labels" int64 [n_eval] for labelled data
 PIXELS = {"eval": "eval_pixels", "calibration": "calibration_pixels", "bench": "bench_pixels"}
@@ -222,6 +224,22 @@ class ImageClassification(Workload):
                       outputs=(TensorSpec("logits", "float32", ("batch", classes)),))
         example = np.random.default_rng(0).uniform(-1.0, 1.0, (1, 3, size, size)).astype(np.float32)
         return TorchForm(module=module, io_spec=spec, example={name: example})
+
+    def mlx_form(self, model_dir: Path, weights: bool = True) -> MlxForm:
+        """The bundled EfficientNet-Lite0 ported to mlx.nn (BatchNorm folded into the convolutions): the torch
+        form's pixel_values -> logits. A Hugging Face classifier has no MLX port and is refused with the reason."""
+        model_dir = Path(model_dir)
+        try:
+            config = json.loads((model_dir / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise CandidateError(f"no MLX form for {model_dir}: cannot read {CONFIG_FILE} ({err})") from None
+        if isinstance(config, dict) and is_hf_config(config):
+            name = ", ".join(config.get("architectures") or [str(config["model_type"])])
+            raise CandidateError(f"no MLX form for {name}: the MLX port covers the bundled EfficientNet-Lite0 only")
+        from edgeopt.workloads.image_classification.mlx_model import mlx_module
+
+        module, spec = mlx_module(model_dir, weights)
+        return MlxForm(module=module, io_spec=spec)
 
     # -- measurement (child process) and quality (parent) ------------------------------------------
 

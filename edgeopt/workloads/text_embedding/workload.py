@@ -19,7 +19,7 @@ from edgeopt.sources import SourceFacts
 from edgeopt.taskspec import SourceKind
 from edgeopt.timing import stats, timed_loop
 from edgeopt.validation import ValidationReport
-from edgeopt.workloads.base import Speed, TorchForm, Workload
+from edgeopt.workloads.base import MlxForm, Speed, TorchForm, Workload
 from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData
 from edgeopt.workloads.text_embedding.embeddings import encode, encode_all
 
@@ -143,6 +143,13 @@ class TextEmbedding(Workload):
         from edgeopt.workloads.text_embedding.model import torch_form
 
         return torch_form(model_dir, for_export=for_export)
+
+    def mlx_form(self, model_dir: Path, weights: bool = True) -> MlxForm:
+        """The BERT encoder re-implemented in MLX (mean pooling + L2 norm): the torch form's tensors."""
+        from edgeopt.workloads.text_embedding.mlx_model import mlx_module
+
+        module, spec = mlx_module(Path(model_dir), weights)
+        return MlxForm(module=module, io_spec=spec)
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         ids, mask = inputs["bench_input_ids"], inputs["bench_attention_mask"]

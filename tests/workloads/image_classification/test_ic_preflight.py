@@ -14,7 +14,7 @@ import pytest
 
 from edgeopt.config import Params
 from edgeopt.errors import UserError
-from edgeopt.pipeline import PipelineContext
+from edgeopt.pipeline.context import PipelineContext
 from edgeopt.preflight import preflight
 from edgeopt.workloads.image_classification.images import expand, read_rgb, skimage_data_dir
 from tests.workloads.image_classification.ic_helpers import pipeline, tiny_hf
