@@ -74,7 +74,7 @@ def check_tokenizer(path: Path) -> None:
 
 
 def copy_hf(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True)
+    dst.mkdir(parents=True, exist_ok=True)
     for pattern in HF_KEEP:
         for f in src.glob(pattern):
             if f.is_file():

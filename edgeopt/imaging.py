@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
+from edgeopt.io.atomic import atomic_file
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -216,19 +216,14 @@ def image_hashes(images: np.ndarray) -> list[str]:
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """An uncompressed .npz that `np.load` reads, byte-identical for identical arrays (fixed zip timestamps,
     unlike `np.savez`), so DVC sees an unchanged file when the data did not change. Atomic."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, arr in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.create_system = 3
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(Path(path)) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
+                                                         allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

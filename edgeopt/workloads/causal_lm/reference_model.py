@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import UserError
+from edgeopt.io.atomic import atomic_dir
 from edgeopt.lineage import sha256_file, sha256_tree
 from edgeopt.recipes import BaseModelInfo
 from edgeopt.taskspec import GgufFileModel, HFFolderModel, SourceKind
@@ -194,20 +195,12 @@ def materialize_causal_lm(source: SourceKind, dest: Path, project_root: Path) ->
         key = {"layout": LAYOUT_VERSION, "source_sha256": source_sha}
     info = _cached(dest, key)
     if info is None:
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(dest) as tmp:
             if isinstance(source, HFFolderModel):
                 details = _from_hf(src, tmp, origin, source_sha)
             else:
                 details = _from_gguf(src, tmp, origin, source_sha)
             (tmp / SOURCE_FILE).write_text(json.dumps({"key": key, "details": details}, indent=2) + "\n")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.replace(dest)
         info = {"key": key, "details": details}
     details = info["details"]
     variants = {}

@@ -23,9 +23,7 @@ import json
 import os
 import random
 import re
-import shutil
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import UserError
+from edgeopt.io.atomic import atomic_dir
 from edgeopt.io.jsonl import write_jsonl
 from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary
@@ -300,10 +299,7 @@ def build_text_windows(source: TextWindowsData, out_dir: Path, base: BaseModelIn
     finally:
         tok.close()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / EVAL_TEXT).write_text(eval_text + "\n", encoding="utf-8")
         (tmp / CALIBRATION_TEXT).write_text(calib_text + "\n", encoding="utf-8")
         np.savez(tmp / TOKENS_FILE, eval=windows, calibration=calib_windows)
@@ -321,14 +317,6 @@ def build_text_windows(source: TextWindowsData, out_dir: Path, base: BaseModelIn
             "files": list(FILES), "sha256": _digest(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            out_dir.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return _summary(manifest)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeopt.errors import UserError
+from edgeopt.io.atomic import atomic_file, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -111,15 +111,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def export_base_folder(dest: Path, model: torch.nn.Module | None = None) -> dict[str, Any]:
     """Write `model.safetensors` + `config.json` for the bundled model (or `model`, same architecture) to `dest`.
 
@@ -132,9 +123,10 @@ def export_base_folder(dest: Path, model: torch.nn.Module | None = None) -> dict
     model = bundled_efficientnet_lite0() if model is None else model
     cfg = BaseFolderConfig()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(dest / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    with atomic_file(dest / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     text = json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n"
-    _atomic_write(dest / CONFIG_FILE, lambda p: p.write_text(text))
+    write_text_atomic(dest / CONFIG_FILE, text)
     return {
         "path": str(dest),
         "architecture": cfg.architecture,

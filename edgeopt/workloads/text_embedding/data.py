@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
-import shutil
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 from edgeopt.errors import UserError
+from edgeopt.io.atomic import atomic_dir
 from edgeopt.io.jsonl import read_jsonl, write_jsonl
 from edgeopt.results import EvalDataSummary
 from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData
@@ -412,18 +410,6 @@ def digest(out_dir: Path) -> str:
     return _digest_files(out_dir)
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Swap a finished folder into place. out_dir is either the old complete folder, absent for an
-    instant, or the new complete folder: never a half-written one."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_eval_data(source: PydocTopicsData | JsonlData, out_dir: Path) -> EvalDataSummary:
     """Build the retrieval evaluation data folder from `source`; raises UserError on bad user data."""
     out_dir = Path(out_dir)
@@ -436,18 +422,11 @@ def build_eval_data(source: PydocTopicsData | JsonlData, out_dir: Path) -> EvalD
     if len(pairs) < MIN_PAIRS:
         raise UserError(f"{origin}: only {len(pairs)} retrieval pairs could be made")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / RETRIEVAL_FILE, (p._asdict() for p in pairs))
         write_jsonl(tmp / SENTENCES_FILE, ({"text": s} for s in sentences))
         write_jsonl(tmp / CALIBRATION_FILE, ({"text": s} for s in calibration))
         sha = _digest_files(tmp)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return EvalDataSummary(
         kind=source.kind,
         source=origin,
