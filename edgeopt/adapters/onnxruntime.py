@@ -619,8 +619,11 @@ def _task_float_nodes(ctx: BuildContext, model: onnx.ModelProto) -> list[str]:
 def _calibration_batches(feeds: list[Feed], spec: IOSpec, batch_size: int = 8) -> list[Feed]:
     """The task's per-sample feeds, consecutive ones concatenated `batch_size` at a time while shapes match.
 
-    Small batches: MinMax/histogram calibrators aggregate across them, memory stays low.
+    Small batches: MinMax/histogram calibrators aggregate across them, memory stays low. Only where every
+    input's leading axis is symbolic: a static one (an LSTM's state [1, 1, 128]) takes one sample per call.
     """
+    if not all(t.shape and isinstance(t.shape[0], str) for t in spec.inputs):
+        batch_size = 1
     batches: list[Feed] = []
     group: list[Feed] = []
     for feed in feeds:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from edgeopt.adapters.onnxruntime import _calibration_batches, onnx_io_spec
 from edgeopt.errors import CandidateError
+from edgeopt.iospec import IOSpec, TensorSpec
 from edgeopt.recipes import (
     BaseModelInfo,
     BuildContext,
@@ -597,3 +598,14 @@ def test_static_int8_keeps_the_task_float_nodes_and_shows_the_collapse_without(t
     # The FP32 base scores the astronaut's face 0.83 (0.5 measured here with the head in float, calibrated on 8
     # crops); with the head in INT8 every score rounds to 0.
     assert scores[True] > 0.3 and scores[False] < 0.05, scores
+
+
+def test_calibration_batches_keep_a_static_leading_axis_one_sample_per_call() -> None:
+    """A recurrent model's state input ([1, 1, 128], static) cannot be concatenated: one sample per batch."""
+    spec = IOSpec(inputs=(TensorSpec("input", "float32", ("seq_len", 4)), TensorSpec("h", "float32", (1, 1, 3))),
+                  outputs=(TensorSpec("out", "float32", ("seq_len", 1)),))
+    rng = np.random.default_rng(0)
+    feeds = [{"input": rng.random((1, 4), dtype=np.float32), "h": np.zeros((1, 1, 3), np.float32)} for _ in range(5)]
+    batches = _calibration_batches(feeds, spec)
+    assert len(batches) == 5 and all(b["h"].shape == (1, 1, 3) for b in batches)
+    np.testing.assert_array_equal(batches[3]["input"], feeds[3]["input"])
