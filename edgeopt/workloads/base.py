@@ -9,6 +9,7 @@ Each task package (`edgeopt/workloads/<task>/`) declares its `TASK` and implemen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from edgeopt.columns import Column, generic_columns
 from edgeopt.errors import CandidateError
 from edgeopt.iospec import Feed, IOSpec
 from edgeopt.results import EvalDataSummary, LatencyStats, Quality, Selection
+from edgeopt.timing import stats, timed_loop
 
 if TYPE_CHECKING:
     import mlx.nn
@@ -185,6 +187,19 @@ class Workload(ABC):
     @abstractmethod
     def load_check(self, model: Any, data_dir: Path, measurement_dir: Path) -> tuple[bool, str]:
         """Prove a registered model works before the alias moves to it."""
+
+
+def batch_speed(make_call: Callable[[int], Callable[[], object]], bench: BenchmarkConfig,
+                extra: dict[str, float] | None = None) -> Speed:
+    """A tensor task's timing: batches of `bench.batch_size` (latency), then of `throughput_batch_size`
+    (throughput), each after its warm-up. `make_call(n)` gives the call that runs one batch of n items."""
+    b1, tb = bench.batch_size, bench.throughput_batch_size
+    lat = timed_loop(make_call(b1), bench.warmup_iterations, bench.min_iterations, bench.min_time_s)
+    thr = timed_loop(make_call(tb), max(1, bench.warmup_iterations // 2), max(3, bench.min_iterations // 4),
+                     bench.min_time_s)
+    thr_stats = stats(thr, tb)
+    return Speed(latency=stats(lat, b1), throughput=thr_stats,
+                 throughput_items_per_s=tb / (thr_stats.mean_ms / 1000.0), extra=extra or {})
 
 
 def get_workload(task: str) -> Workload:

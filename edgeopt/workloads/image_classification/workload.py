@@ -25,9 +25,8 @@ from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
 from edgeopt.taskspec import SourceKind
-from edgeopt.timing import stats, timed_loop
 from edgeopt.validation import ValidationReport
-from edgeopt.workloads.base import MlxForm, Speed, TorchForm, Workload
+from edgeopt.workloads.base import MlxForm, Speed, TorchForm, Workload, batch_speed
 from edgeopt.workloads.image_classification import ImageFolderData, PhotographsData
 from edgeopt.workloads.image_classification.base_model import DEFAULT_INPUT, is_hf_config, preprocessing_of
 from edgeopt.workloads.image_classification.logits import logits, logits_all, pixel_feed, pixel_input
@@ -245,14 +244,7 @@ class ImageClassification(Workload):
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         x = np.asarray(inputs[PIXELS["bench"]])
-        b1, tb = bench.batch_size, bench.throughput_batch_size
-        lat = timed_loop(lambda: logits(runner, x[:b1]), bench.warmup_iterations, bench.min_iterations,
-                         bench.min_time_s)
-        thr = timed_loop(lambda: logits(runner, x[:tb]), max(1, bench.warmup_iterations // 2),
-                         max(3, bench.min_iterations // 4), bench.min_time_s)
-        thr_stats = stats(thr, tb)
-        return Speed(latency=stats(lat, b1), throughput=thr_stats,
-                     throughput_items_per_s=tb / (thr_stats.mean_ms / 1000.0))
+        return batch_speed(lambda n: lambda: logits(runner, x[:n]), bench)
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         arrays: dict[str, Any] = {"logits": logits_all(runner, np.asarray(inputs[PIXELS["eval"]]),

@@ -22,9 +22,8 @@ from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
 from edgeopt.taskspec import SourceKind
-from edgeopt.timing import stats, timed_loop
 from edgeopt.validation import ValidationReport
-from edgeopt.workloads.base import Speed, Workload
+from edgeopt.workloads.base import Speed, Workload, batch_speed
 from edgeopt.workloads.object_detection import CocoData, OnnxDetectorModel, PhotographsData
 from edgeopt.workloads.object_detection.boxes import SCORE_THRESHOLD, to_pixels
 from edgeopt.workloads.object_detection.detector import detections, pixel_feed, pixel_input, raw_output
@@ -172,14 +171,7 @@ class ObjectDetection(Workload):
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         x = np.asarray(inputs[IMAGES["bench"]])
-        b1, tb = bench.batch_size, bench.throughput_batch_size
-        lat = timed_loop(lambda: raw_output(runner, x[:b1]), bench.warmup_iterations, bench.min_iterations,
-                         bench.min_time_s)
-        thr = timed_loop(lambda: raw_output(runner, x[:tb]), max(1, bench.warmup_iterations // 2),
-                         max(3, bench.min_iterations // 4), bench.min_time_s)
-        thr_stats = stats(thr, tb)
-        return Speed(latency=stats(lat, b1), throughput=thr_stats,
-                     throughput_items_per_s=tb / (thr_stats.mean_ms / 1000.0))
+        return batch_speed(lambda n: lambda: raw_output(runner, x[:n]), bench)
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         from edgeopt.workloads.object_detection.images import frames_of, reference_boxes

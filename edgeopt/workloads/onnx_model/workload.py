@@ -27,9 +27,8 @@ from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
 from edgeopt.taskspec import SourceKind
-from edgeopt.timing import stats, timed_loop
 from edgeopt.validation import ValidationReport
-from edgeopt.workloads.base import Speed, TorchForm, Workload
+from edgeopt.workloads.base import Speed, TorchForm, Workload, batch_speed
 from edgeopt.workloads.onnx_model import NpzFeeds, OnnxGraphModel, SyntheticFeeds
 from edgeopt.workloads.onnx_model.data import (
     DEFAULT_CALIBRATION_FRACTION,
@@ -243,15 +242,8 @@ class OnnxModelWorkload(Workload):
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         _, samples, _ = _sets(inputs)
-        b1, tb = bench.batch_size, bench.throughput_batch_size
-        lat = timed_loop(batch_call(runner, samples, 0, b1), bench.warmup_iterations, bench.min_iterations,
-                         bench.min_time_s)
-        thr = timed_loop(batch_call(runner, samples, 0, tb), max(1, bench.warmup_iterations // 2),
-                         max(3, bench.min_iterations // 4), bench.min_time_s)
-        thr_stats = stats(thr, tb)
-        return Speed(latency=stats(lat, b1), throughput=thr_stats,
-                     throughput_items_per_s=tb / (thr_stats.mean_ms / 1000.0),
-                     extra={"batched": float(batchable(runner.io_spec))})
+        return batch_speed(lambda n: batch_call(runner, samples, 0, n), bench,
+                           extra={"batched": float(batchable(runner.io_spec))})
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         """Every output of every evaluation sample, one call per sample."""

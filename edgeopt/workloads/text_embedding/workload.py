@@ -17,9 +17,8 @@ from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
 from edgeopt.taskspec import SourceKind
-from edgeopt.timing import stats, timed_loop
 from edgeopt.validation import ValidationReport
-from edgeopt.workloads.base import MlxForm, Speed, TorchForm, Workload
+from edgeopt.workloads.base import MlxForm, Speed, TorchForm, Workload, batch_speed
 from edgeopt.workloads.text_embedding import JsonlData, PydocTopicsData
 from edgeopt.workloads.text_embedding.embeddings import encode, encode_all
 
@@ -153,14 +152,7 @@ class TextEmbedding(Workload):
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         ids, mask = inputs["bench_input_ids"], inputs["bench_attention_mask"]
-        b1, tb = bench.batch_size, bench.throughput_batch_size
-        lat = timed_loop(lambda: encode(runner, ids[:b1], mask[:b1]),
-                         bench.warmup_iterations, bench.min_iterations, bench.min_time_s)
-        thr = timed_loop(lambda: encode(runner, ids[:tb], mask[:tb]),
-                         max(1, bench.warmup_iterations // 2), max(3, bench.min_iterations // 4), bench.min_time_s)
-        thr_stats = stats(thr, tb)
-        return Speed(latency=stats(lat, b1), throughput=thr_stats,
-                     throughput_items_per_s=tb / (thr_stats.mean_ms / 1000.0))
+        return batch_speed(lambda n: lambda: encode(runner, ids[:n], mask[:n]), bench)
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         embeddings = {
