@@ -156,12 +156,14 @@ PIPELINE = textwrap.dedent('''
 def test_killed_pipeline_run_is_marked_when_the_next_one_starts(store):
     uri, exp = store
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    procs = {how: subprocess.Popen([sys.executable, "-c", PIPELINE, uri, exp, how], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, text=True)
-             for how in ("kill", "exit")}
-    out = {}
-    for how, proc in procs.items():
-        stdout, _ = proc.communicate(timeout=300)
+    # One after the other: each start marks the stale runs of gone processes, so a killed process that died
+    # before the other one started would already be marked (on a slow machine, the second start is late).
+    # The normal exit goes first: the killed process's own start must leave its handed-over run alone.
+    procs, out = {}, {}
+    for how in ("exit", "kill"):
+        procs[how] = subprocess.Popen([sys.executable, "-c", PIPELINE, uri, exp, how], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, text=True)
+        stdout, _ = procs[how].communicate(timeout=300)
         out[how] = stdout.split()
     assert procs["kill"].returncode == -9
     assert procs["exit"].returncode == 0
