@@ -154,26 +154,40 @@ class _ProgressBars:
 
 def results_table(selection: Selection, champion: str | None = None) -> Table:
     """The candidate table: the columns every task shares around the task's own (`Workload.columns`)."""
+    from edgeopt.columns import SHARED, gates_cell, pick_cell
     from edgeopt.workloads.base import table_columns
 
-    columns = table_columns(selection)
+    columns = (*table_columns(selection), *SHARED)
     t = Table(title=f"{selection.pipeline}: candidates (baseline {selection.baseline})")
-    for header in ("candidate", "recipe", "status", *(c.header for c in columns), "speed-up", "gates", "front",
+    # The interval cells stay on one line (an interval split over two reads badly); the others wrap when narrow.
+    one_line = {"speed-up", "noise"}
+    for header in ("candidate", "recipe", "status", *(c.header for c in columns), "gates", "front", "pick",
                    "champion"):
-        t.add_column(header, justify="left" if header in {"candidate", "recipe", "status", "gates"} else "right")
+        t.add_column(header, justify="left" if header in {"candidate", "recipe", "status", "gates"} else "right",
+                     no_wrap=header in one_line)
     for r in selection.candidates:
         if r.status != "ok" or r.measurement is None or r.quality is None:
-            t.add_row(r.name, r.recipe, f"[red]{r.status}[/]", *["-"] * (len(columns) + 1), (r.error or "")[:60],
-                      "", "")
+            t.add_row(escape(r.name), escape(r.recipe), f"[red]{r.status}[/]", *["-"] * len(columns),
+                      escape((r.error or "")[:60]), "", "", "")
             continue
-        gates = "pass" if r.passed_gates else ",".join(g.name for g in r.gates if not g.passed) or "-"
-        t.add_row(r.name, r.recipe, "ok", *(c.cell(r) for c in columns), f"{r.speedup:.2f}x" if r.speedup else "-",
-                  gates, "*" if r.name in selection.frontier else "", "champion" if r.name == champion else "")
+        # escape: intervals ("[1.93, 2.08]") and names are text, not rich markup.
+        t.add_row(escape(r.name), escape(r.recipe), "ok", *(escape(c.cell(r)) for c in columns),
+                  escape(gates_cell(r)), "*" if r.name in selection.frontier else "", pick_cell(r, selection),
+                  "champion" if r.name == champion else "")
     return t
 
 
-def _print_outcome(selection: Selection, champion: str | None, note: str) -> None:
+def print_results(selection: Selection, champion: str | None = None) -> None:
+    """The table, then one warning line per gate decided inside the noise, loaded round and tie."""
+    from edgeopt.columns import table_warnings
+
     console.print(results_table(selection, champion))
+    for line in table_warnings(selection):
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _print_outcome(selection: Selection, champion: str | None, note: str) -> None:
+    print_results(selection, champion)
     console.print(f"pick: {selection.pick or 'none'} -- {selection.reason}")
     console.print(note)
 
@@ -215,7 +229,7 @@ def run(
     for o in outcomes:
         if o.selection is not None:
             champ = o.promotion.candidate if o.promotion and o.promotion.promoted else None
-            console.print(results_table(o.selection, champ))
+            print_results(o.selection, champ)
             console.print(f"pick: {o.selection.pick or 'none'} -- {o.selection.reason}")
     for o in outcomes:
         console.print(o.summary) if o.exit_code == ExitCode.OK else _print_error(o.summary)

@@ -60,8 +60,14 @@ class BenchmarkConfig(Strict):
     throughput_batch_size: int = Field(16, ge=1)
     sequence_length: int = Field(128, ge=8, le=512)
     warmup_iterations: int = Field(5, ge=0)
-    min_iterations: int = Field(30, ge=1)
-    min_time_s: float = Field(2.0, ge=0)
+    # Per round: each round is a fresh process that warms up, then times until both floors are reached.
+    min_iterations: int = Field(20, ge=1)
+    min_time_s: float = Field(0.5, ge=0)
+    # Rounds per candidate, interleaved across candidates (A B C, A B C, ...); the baseline is in every pass.
+    rounds: int = Field(3, ge=1)
+    # Extra passes, at most, for the candidates a decision depends on (a timed gate inside the noise, the
+    # pick's rivals within the noise), until their CIs separate.
+    extra_rounds: int = Field(2, ge=0)
     quality_batch_size: int = Field(32, ge=1)
     timeout_s: float = Field(1800, gt=0)
     # causal-lm only: prompt processing and decode lengths.
@@ -103,6 +109,8 @@ class SelectionConfig(Strict):
     quality_metrics: list[str] = Field(min_length=1)
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     pick: PickRule = PickRule()
+    # Relative differences below this are noise even when the CIs separate (e.g. 0.03: within 3%).
+    noise_floor: float = Field(0.03, ge=0, lt=1)
 
 
 class RegistryConfig(Strict):

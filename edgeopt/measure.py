@@ -1,9 +1,10 @@
-"""Measure one candidate in a fresh, isolated subprocess, identically for every candidate.
+"""Measure one round of one candidate in a fresh, isolated subprocess, identically for every candidate.
 
 The parent makes the task's inputs once (`inputs.npz`), so every runtime sees the same arrays. The child
 loads the candidate through its runtime adapter, lets the pipeline's workload time it after
-warm-up, reads its own peak RSS, then writes the outputs quality is computed from. Quality
-numbers are computed in the parent against the baseline's outputs.
+warm-up, reads its own peak RSS and writes the round with its raw samples. In the round that is asked
+to (`outputs_dir`), it then writes the outputs quality is computed from: quality is deterministic, so it
+is computed once per candidate, in the parent, against the baseline's outputs.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt import machine
 from edgeopt.config import BenchmarkConfig
 from edgeopt.errors import CandidateError
 from edgeopt.lineage import tree_size_bytes
-from edgeopt.results import CandidateRecord, Measurement
+from edgeopt.results import CandidateRecord, Measurement, RoundRecord
 
 MEASUREMENT_FILE = "measurement.json"
+# Bumped whenever what a round measures changes: cached measurements of another version are not reused.
+HARNESS_VERSION = "3"
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -31,9 +35,15 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def run_in_this_process(
-    task: str, candidate_dir: Path, inputs: Path, bench: BenchmarkConfig, out_dir: Path
+    task: str, candidate_dir: Path, inputs: Path, bench: BenchmarkConfig, out_dir: Path,
+    *, round_index: int = 0, write_outputs: bool = True, outputs_dir: Path | None = None,
 ) -> Measurement:
-    """The child's work (also callable in-process for debugging)."""
+    """The child's work (also callable in-process for debugging): one round, written to `out_dir`.
+
+    write_outputs: also write the quality outputs after timing, to `outputs_dir` (default `out_dir`); the
+    pipeline asks for them in a candidate's first round only.
+    """
+    started_at = machine.now_utc()
     from edgeopt.recipes import get_runtime
     from edgeopt.workloads.base import get_workload
 
@@ -52,15 +62,24 @@ def run_in_this_process(
     # larger batches do not count.
     peak_rss_mb = _peak_rss_mb()
     out_dir.mkdir(parents=True, exist_ok=True)
-    workload.write_outputs(runner, data, bench, out_dir)
+    if write_outputs:
+        outputs_dir = outputs_dir or out_dir
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        workload.write_outputs(runner, data, bench, outputs_dir)
     size = tree_size_bytes(candidate_dir) - (candidate_dir / "candidate.json").stat().st_size
     info_fn = getattr(runner, "runtime_info", None)
+    identity = machine.identity()
+    one = RoundRecord(index=round_index, started_at=started_at, load_time_s=load_time, peak_rss_mb=peak_rss_mb,
+                      throughput_items_per_s=speed.throughput_items_per_s, extra=speed.extra,
+                      samples={k: [float(x) for x in v] for k, v in speed.samples.items()})
     m = Measurement(
         candidate=record.name, threads=bench.threads,
         sequence_length=bench.sequence_length if workload.sequence_inputs else 0,
         load_time_s=load_time, latency=speed.latency, throughput=speed.throughput,
         throughput_items_per_s=speed.throughput_items_per_s, peak_rss_mb=peak_rss_mb, size_mb=size / 1e6,
         extra=speed.extra, runtime_info=info_fn() if callable(info_fn) else {},
+        rounds=[one], started_at=started_at, machine=identity, machine_fingerprint=machine.fingerprint(identity),
+        harness_version=HARNESS_VERSION,
     )
     m.write(out_dir / MEASUREMENT_FILE)
     return m
@@ -82,9 +101,10 @@ def _peak_rss_mb() -> float:
 
 def measure_in_subprocess(
     task: str, candidate_dir: Path, inputs: Path, bench: BenchmarkConfig, out_dir: Path,
-    memory_limit_mb: int | None = None,
+    memory_limit_mb: int | None = None, *, round_index: int = 0, write_outputs: bool = True,
+    outputs_dir: Path | None = None,
 ) -> Measurement:
-    """Run the measurement in a fresh, isolated interpreter (edgeopt.isolation): a crash, hang or
+    """Run one round in a fresh, isolated interpreter (edgeopt.isolation): a crash, hang or
     runaway allocation fails only this candidate, with the tail of `measure.log` in the error."""
     from edgeopt.isolation import exit_text, failure, log_tail, plugin_modules, run_child
     from edgeopt.recipes import get_runtime
@@ -96,7 +116,8 @@ def measure_in_subprocess(
     except ValueError as err:  # an unknown runtime: say so instead of crashing the child
         raise CandidateError(str(err)) from None
     spec = {"task": task, "candidate_dir": str(candidate_dir), "inputs": str(inputs), "out_dir": str(out_dir),
-            "bench": bench.model_dump()}
+            "bench": bench.model_dump(), "round_index": round_index, "write_outputs": write_outputs,
+            "outputs_dir": str(outputs_dir) if outputs_dir else None}
     log = out_dir / "measure.log"
     (out_dir / MEASUREMENT_FILE).unlink(missing_ok=True)
     run = run_child("edgeopt.measure", spec, log=log, timeout_s=bench.timeout_s, memory_limit_mb=memory_limit_mb,
@@ -120,8 +141,12 @@ def _main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     setup_child(spec)
     try:
+        outputs = spec.get("outputs_dir")
         run_in_this_process(spec["task"], Path(spec["candidate_dir"]), Path(spec["inputs"]),
-                            BenchmarkConfig.model_validate(spec["bench"]), Path(spec["out_dir"]))
+                            BenchmarkConfig.model_validate(spec["bench"]), Path(spec["out_dir"]),
+                            round_index=int(spec.get("round_index", 0)),
+                            write_outputs=bool(spec.get("write_outputs", True)),
+                            outputs_dir=Path(outputs) if outputs else None)
     except Exception as err:  # the runtime's own failure: its last line names it for the parent
         traceback.print_exc()
         print(f"error: {error_text(err, spec)}", flush=True)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeopt import columns as col
 from edgeopt.errors import UserError
 from edgeopt.io.atomic import write_text_atomic
 from edgeopt.iospec import IOSpec
-from edgeopt.results import CandidateRecord, CandidateResult, Promotion, Selection
+from edgeopt.results import CandidateRecord, CandidateResult, Promotion, Quality, Selection
 from edgeopt.workloads.base import get_workload, table_columns
 
 if TYPE_CHECKING:
@@ -160,11 +161,23 @@ def _f(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
+def _retention(r: CandidateResult) -> str:
+    """The gated quality retention with its paired interval: `0.9950 [0.9941, 0.9958]`."""
+    ci = r.ci.get("quality_retention")
+    text = _f(r.quality_retention, ".4f")
+    return text if ci is None or r.quality_retention is None else f"{text} {col.interval_text(ci, '.4f')}"
+
+
+def _gates(r: CandidateResult) -> str:
+    cell = col.gates_cell(r)
+    return cell if cell in ("pass", "-") or cell.startswith("pass ") else f"fail: {cell.replace(',', ', ')}"
+
+
 def candidate_table(inputs: ReportInputs) -> str:
     sel = inputs.selection
     columns = table_columns(sel)  # the task's own: latency, footprint, its quality metrics
     head = ["candidate", "recipe", "parent", "framework", "precision", "status", *(c.header for c in columns),
-            "retention", "speed-up", "gates", "frontier", "champion"]
+            "retention", "speed-up", "rounds", "noise", "gates", "frontier", "pick", "champion"]
     out = ['<div class="scroll"><table id="candidates"><thead><tr>', *(f"<th>{_e(h)}</th>" for h in head),
            "</tr></thead><tbody>"]
     for r in sel.candidates:
@@ -180,14 +193,23 @@ def candidate_table(inputs: ReportInputs) -> str:
                        + "".join(f"<td>{_e(c)}</td>" for c in cells)
                        + f'<td colspan="{len(head) - len(cells)}" class="error">{_e((r.error or "")[:300])}</td></tr>')
             continue
-        gates = "pass" if r.passed_gates else "fail: " + ", ".join(g.name for g in r.gates if not g.passed)
+        # The task's cells and the derived ones with their intervals: the page scrolls, the console does not.
         cells = [r.name, r.recipe, r.parent or "base", r.framework or "-", r.precision or "-", r.status,
-                 *(c.cell(r) for c in columns), _f(r.quality_retention, ".4f"), _f(r.speedup, ".2f", "x"), gates,
-                 "yes" if r.name in sel.frontier else "", "champion" if r.name == inputs.champion else ""]
+                 *(c.with_interval(r) for c in columns), _retention(r), col.speedup_cell(r), col.rounds_cell(r),
+                 col.noise_cell(r), _gates(r), "yes" if r.name in sel.frontier else "", col.pick_cell(r, sel),
+                 "champion" if r.name == inputs.champion else ""]
         out.append(f'<tr class="{" ".join(classes)}" data-candidate="{_e(r.name)}">'
                    + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def noise_warnings(inputs: ReportInputs) -> str:
+    """What the table's intervals imply: gates inside the noise, rounds under load, a tie at the pick."""
+    lines = col.table_warnings(inputs.selection)
+    if not lines:
+        return ""
+    return '<ul id="noise-warnings" class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in lines) + "</ul>"
 
 
 def _chain(inputs: ReportInputs, name: str) -> list[CandidateResult]:
@@ -212,6 +234,16 @@ def _recipe_step(inputs: ReportInputs, row: CandidateResult) -> str:
             f"{_e(row.parent or 'the base model')}{options}</li>")
 
 
+def _quality(q: Quality, name: str, value: float) -> str:
+    """`0.9950 [0.9941, 0.9958] (retention 0.9950 [0.9941, 0.9958])`: each with its interval where it has one."""
+    def text(v: float | None, ci: tuple[float, float] | None) -> str:
+        if v is None:
+            return "nan"
+        return f"{v:.4f}" + (f" {col.interval_text(ci, '.4f')}" if ci is not None else "")
+
+    return f"{text(value, q.ci.get(name))} ({text(q.retention.get(name), q.retention_ci.get(name))})"
+
+
 def model_card(inputs: ReportInputs) -> str:
     sel, name = inputs.selection, inputs.featured
     row = next((r for r in sel.candidates if r.name == name), None)
@@ -225,16 +257,37 @@ def model_card(inputs: ReportInputs) -> str:
     m, q = row.measurement, row.quality
     recipe_steps = "".join(_recipe_step(inputs, r) for r in _chain(inputs, row.name))
     lat = m.latency
+
+    def ci(key: str, fmt: str = ".2f") -> str:
+        return f" {col.interval_text(m.ci[key], fmt)}" if key in m.ci else ""
+
+    measured: list[tuple[str, object]] = []
+    if m.rounds:
+        loaded = f", {m.under_load_rounds} under load" if m.under_load_rounds else ""
+        measured += [("rounds", f"{len(m.rounds)}{loaded}"), ("latency p50 noise", col.noise_cell(row))]
+    if m.started_at:
+        measured.append(("measured at", m.started_at + (" (reused from an earlier run)" if m.reused else "")))
+    measured += [(k, v) for k, v in (("machine fingerprint", m.machine_fingerprint),
+                                     ("harness version", m.harness_version)) if v]
     metrics = [("latency p50 / p90 / p99 (ms)", f"{lat.p50_ms:.2f} / {lat.p90_ms:.2f} / {lat.p99_ms:.2f}"),
-               ("throughput (items/s)", f"{m.throughput_items_per_s:.1f} at batch {m.throughput.batch_size}"),
-               ("size on disk (MB)", f"{m.size_mb:.1f}"), ("peak RSS (MB)", f"{m.peak_rss_mb:.0f}"),
-               ("load time (s)", f"{m.load_time_s:.2f}"), ("threads", m.threads),
+               *((("latency p50 interval (ms)", ci("latency_p50_ms").strip()),) if "latency_p50_ms" in m.ci
+                 else ()),
+               *((("latency p99 interval (ms)", ci("latency_p99_ms").strip()),) if "latency_p99_ms" in m.ci
+                 else ()),
+               ("throughput (items/s)", f"{m.throughput_items_per_s:.1f}{ci('throughput_items_per_s', '.1f')} at "
+                                        f"batch {m.throughput.batch_size}"),
+               ("size on disk (MB)", f"{m.size_mb:.1f}"),
+               ("peak RSS (MB)", f"{m.peak_rss_mb:.0f}{ci('peak_rss_mb', '.0f')}"),
+               ("load time (s)", f"{m.load_time_s:.2f}{ci('load_time_s')}"), ("threads", m.threads),
                *((("sequence length", m.sequence_length),) if m.sequence_length else ()),
-               *((f"{k} (retention)", f"{v:.4f} ({q.retention.get(k, float('nan')):.4f})")
-                 for k, v in q.metrics.items()),
-               ("speed-up vs baseline", _f(row.speedup, ".2f", "x"))]
+               *((f"{k} (retention)", _quality(q, k, v)) for k, v in q.metrics.items()),
+               ("speed-up vs baseline", col.speedup_cell(row)),
+               *measured]
     gates = "".join(f'<tr class="{"pass" if g.passed else "fail"}"><td>{_e(g.name)}</td><td>{g.value:.4f}</td>'
-                    f'<td>{g.threshold:.4f}</td><td>{"pass" if g.passed else "FAIL"}</td></tr>' for g in row.gates)
+                    f'<td>{_e(col.interval_text(g.ci, ".4f")) if g.ci else "-"}</td>'
+                    f'<td>{_e("<=" if g.upper_bound else ">=")} {g.threshold:.4f}</td>'
+                    f'<td>{"pass" if g.passed else "FAIL"}{" (within noise)" if g.within_noise else ""}</td></tr>'
+                    for g in row.gates)
     lineage: list[tuple[str, object]] = [(k.removeprefix("edgeopt."), v) for k, v in sorted(inputs.lineage.items())
                                          if not k.startswith("edgeopt.version.")]
     if rec is not None:
@@ -248,8 +301,8 @@ def model_card(inputs: ReportInputs) -> str:
         f'<h3>Base</h3>{_dl(list(inputs.base.items()))}'
         f'<h3>Recipe</h3><ol class="recipe">{recipe_steps}</ol>'
         f'<h3>Metrics</h3>{_dl(metrics)}'
-        f'<h3>Gates</h3><table class="gates"><thead><tr><th>gate</th><th>value</th><th>threshold</th>'
-        f'<th>result</th></tr></thead><tbody>{gates}</tbody></table>'
+        f'<h3>Gates</h3><table class="gates"><thead><tr><th>gate</th><th>value</th><th>interval</th>'
+        f'<th>threshold</th><th>result</th></tr></thead><tbody>{gates}</tbody></table>'
         f'<h3>Lineage</h3>{_dl(lineage)}</section>'
     )
 
@@ -266,6 +319,7 @@ tr.failed,tr.skipped{color:#999} td.error{text-align:left;font-family:monospace;
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0} dt{color:#555}
 dd{margin:0;font-family:monospace}
 table.gates td{text-align:left} tr.fail td{color:#b03a2e}
+ul.warnings{color:#8a5a00;font-size:12.5px;padding-left:20px}
 """
 
 
@@ -287,7 +341,7 @@ def render_html(inputs: ReportInputs) -> str:
         "measured candidate; blue points are on the Pareto frontier over the objectives "
         f"({_e(', '.join(sel.objectives))}), the star is the champion, dotted lines are the quality and "
         "speed-up gates.</figcaption></figure>"
-        f"<h2>Candidates</h2>{candidate_table(inputs)}"
+        f"<h2>Candidates</h2>{candidate_table(inputs)}{noise_warnings(inputs)}"
         f"{model_card(inputs)}</body></html>"
     )
 

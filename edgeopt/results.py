@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.io.atomic import write_text_atomic
 
 Status = Literal["ok", "failed", "skipped"]
+# A confidence interval (low, high) at the level `edgeopt.stats.LEVEL`.
+Interval = tuple[float, float]
 
 
 class Record(BaseModel):
@@ -51,8 +53,33 @@ class LatencyStats(Record):
     mean_ms: float
 
 
+class RoundRecord(Record):
+    """One measurement round: one fresh process, its raw per-iteration samples and the machine's load before it.
+
+    `samples` holds the raw timings: `latency_s` (the gated unit: a batch-1 request or one decoded token),
+    `throughput_s` (one throughput batch), `items_per_s`, and any per-iteration workload series (e.g.
+    `decode_tok_s`).
+    """
+
+    index: int  # the pass this round ran in: passes interleave candidates (A B C, A B C, ...)
+    started_at: str  # UTC, ISO 8601
+    load_time_s: float
+    peak_rss_mb: float
+    throughput_items_per_s: float
+    extra: dict[str, float] = Field(default_factory=dict)
+    samples: dict[str, list[float]] = Field(default_factory=dict)
+    # CPU use outside the measured process and the run queue just before the round (edgeopt.machine).
+    load: dict[str, float] = Field(default_factory=dict)
+    under_load: bool = False
+
+
 class Measurement(Record):
-    """What the measurement subprocess observed for one candidate."""
+    """What the measurement subprocesses observed for one candidate: its rounds pooled (edgeopt.rounds).
+
+    The point values are pooled over every round's samples; `ci` holds a bootstrap confidence interval for
+    each (`latency_p50_ms`, `latency_p99_ms`, `throughput_items_per_s`, `peak_rss_mb`, `load_time_s`, and
+    extras with per-iteration samples such as `decode_tok_s`).
+    """
 
     candidate: str
     threads: int
@@ -65,20 +92,55 @@ class Measurement(Record):
     size_mb: float
     extra: dict[str, float] = Field(default_factory=dict)  # workload-specific (tok/s, TTFT, ...)
     runtime_info: dict[str, Any] = Field(default_factory=dict)
+    rounds: list[RoundRecord] = Field(default_factory=list)
+    ci: dict[str, Interval] = Field(default_factory=dict)
+    started_at: str = ""  # the first round's start (UTC)
+    machine: dict[str, Any] = Field(default_factory=dict)  # CPU model, flags, cores, memory, kernel
+    machine_fingerprint: str = ""  # a hash of `machine`: a cached measurement is reused only on the same one
+    harness_version: str = ""
+    reused: bool = False  # taken from the measurement cache of an earlier run (same artifact, machine, harness)
+    session: str = ""  # the measuring run that made it: reused only together with its baseline's
+
+    @property
+    def under_load_rounds(self) -> int:
+        return sum(r.under_load for r in self.rounds)
 
 
 class Quality(Record):
-    """Quality against the baseline on identical inputs; `retention` is value / baseline value."""
+    """Quality against the baseline on identical inputs; `retention` is value / baseline value.
+
+    `ci` / `retention_ci`: bootstrap confidence intervals of the metrics that are means over samples
+    (retention intervals are paired: the same samples resampled for candidate and baseline).
+    """
 
     metrics: dict[str, float]  # cosine, recall@1, recall@10, mrr
     retention: dict[str, float]
+    ci: dict[str, Interval] = Field(default_factory=dict)
+    retention_ci: dict[str, Interval] = Field(default_factory=dict)
 
 
 class GateResult(Record):
+    """One gate. With a CI, it passes only when the interval's conservative end clears the threshold;
+    `within_noise`: the threshold lies inside the interval, so the decision rests on noise."""
+
     name: str
     value: float
     threshold: float
     passed: bool
+    ci: Interval | None = None
+    upper_bound: bool = False  # the gate is `value <= threshold` (max_* metrics)
+    within_noise: bool = False
+
+    def text(self) -> str:
+        """E.g. "speedup 2.00 [1.93, 2.08]: gate >= 2 not cleared (within noise)"."""
+        def num(v: float) -> str:
+            return f"{v:.2f}" if self.name == "speedup" else f"{v:.4g}"
+
+        ci = f" [{num(self.ci[0])}, {num(self.ci[1])}]" if self.ci else ""
+        verdict = "cleared" if self.passed else "not cleared"
+        sign = "<=" if self.upper_bound else ">="
+        noise = " (within noise)" if self.within_noise else ""
+        return f"{self.name} {num(self.value)}{ci}: gate {sign} {self.threshold:g} {verdict}{noise}"
 
 
 class CandidateResult(Record):
@@ -101,6 +163,8 @@ class CandidateResult(Record):
     rss_reduction: float | None = None
     quality_retention: float | None = None
     gates: list[GateResult] = Field(default_factory=list)
+    # CIs of the derived values (speedup: paired rounds against the baseline; quality_retention: paired samples).
+    ci: dict[str, Interval] = Field(default_factory=dict)
     mlflow_run_id: str | None = None
 
     @property
@@ -120,6 +184,20 @@ class CandidateResult(Record):
         }
         return values[name]
 
+    def objective_interval(self, name: str) -> Interval:
+        """The objective's confidence interval; a degenerate one where it is exact (size) or has no CI."""
+        value = self.objective(name)
+        m = self.measurement
+        assert m is not None
+        if name == "latency_p50_ms" and "latency_p50_ms" in m.ci:
+            return m.ci["latency_p50_ms"]
+        if name in ("peak_rss_mb", "load_time_s") and name in m.ci:
+            return m.ci[name]
+        if name == "quality_loss" and "quality_retention" in self.ci:
+            low, high = self.ci["quality_retention"]
+            return (1.0 - high, 1.0 - low)
+        return (value, value)
+
 
 class Selection(Record):
     """The frontier and the pick, as written to `selection.json`."""
@@ -133,6 +211,9 @@ class Selection(Record):
     frontier: list[str]
     pick: str | None
     reason: str
+    # Candidates within the noise of the pick on the pick objective (the pick included); the tie rule chose.
+    tie: list[str] = Field(default_factory=list)
+    tie_rule: str = ""
 
 
 class Promotion(Record):

@@ -10,8 +10,10 @@ RUNNING by a process that was killed can be told from one still in progress: `ma
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -42,6 +44,13 @@ KILLED_REASON = f"{TAG}killed_reason"
 # belongs to a process started after the owner ended, and /proc-derived start times move with
 # wall-clock steps, so this can be generous.
 _START_TOLERANCE_S = 2.0
+# What MLflow accepts in one tag value and in one log_batch call: MLflow 3's MAX_TAG_VAL_LENGTH,
+# MAX_PARAMS_TAGS_PER_BATCH and MAX_ENTITIES_PER_BATCH (metrics + params + tags) in mlflow.utils.validation;
+# not imported from there, so that importing this module does not import MLflow.
+MAX_TAG_VAL_LENGTH = 8000
+MAX_TAGS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000 - MAX_TAGS_PER_BATCH  # a full chunk of both stays within the 1000 entities
+TIMINGS_ARTIFACT = "measurement/timings.json"
 
 
 def tracking_uri(params: Params, project_root: Path) -> str:
@@ -349,13 +358,15 @@ def _fill_candidate_run(
     client: Any, experiment_id: str, run_id: str, row: CandidateResult, record: CandidateRecord | None,
     candidate_dir: Path | None, measurement_dir: Path | None,
 ) -> str:
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
 
     params = {"candidate": row.name, "recipe": row.recipe, "framework": row.framework or "",
               "precision": row.precision or "", "parent": row.parent or "base"}
     if record is not None:
         params.update({"runtime": record.runtime, "format": record.format, **_flat("option", record.options)})
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    if row.measurement is not None:  # also a candidate that failed after it was measured
+        client.log_dict(run_id, timings(row), TIMINGS_ARTIFACT)
     if row.status != "ok":
         client.set_tag(run_id, f"{TAG}error", (row.error or "")[:5000])
         client.log_text(run_id, row.error or "", "error.txt")
@@ -363,11 +374,12 @@ def _fill_candidate_run(
         for name in ("build.log", "measure.log"):
             if measurement_dir is not None and (measurement_dir / name).is_file():
                 client.log_artifact(run_id, str(measurement_dir / name))
+        _log_batch(client, run_id, metrics=interval_metrics(row), tags=measurement_tags(row))
         client.set_terminated(run_id, status="FAILED" if row.status == "failed" else "KILLED")
         return str(run_id)
 
-    metrics = flat_metrics(row)
-    client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    metrics = {**flat_metrics(row), **interval_metrics(row)}
+    _log_batch(client, run_id, metrics=metrics, tags=measurement_tags(row))
     client.log_dict(run_id, row.model_dump(mode="json"), "result.json")
     if record is not None:
         client.log_dict(run_id, record.model_dump(mode="json"), "candidate.json")
@@ -385,6 +397,98 @@ def _fill_candidate_run(
             client.set_tag(run_id, f"{TAG}artifacts_run_id", earlier)
     client.set_terminated(run_id, status="FINISHED")
     return str(run_id)
+
+
+def _log_batch(client: Any, run_id: str, metrics: dict[str, float] | None = None,
+               tags: dict[str, str] | None = None) -> None:
+    """Metrics and tags in as few `log_batch` calls as MLflow's per-call limits allow (usually one)."""
+    from mlflow.entities import Metric, RunTag
+
+    ms = [Metric(k, v, 0, 0) for k, v in (metrics or {}).items()]
+    ts = [RunTag(k, v) for k, v in (tags or {}).items()]
+    m_chunks = [ms[i:i + MAX_METRICS_PER_BATCH] for i in range(0, len(ms), MAX_METRICS_PER_BATCH)]
+    t_chunks = [ts[i:i + MAX_TAGS_PER_BATCH] for i in range(0, len(ts), MAX_TAGS_PER_BATCH)]
+    empty: list[Any] = []
+    for m_chunk, t_chunk in itertools.zip_longest(m_chunks, t_chunks, fillvalue=empty):
+        client.log_batch(run_id, metrics=m_chunk, tags=t_chunk)
+
+
+def _metric_key(name: str) -> str:
+    return name.replace("@", "_at_")  # MLflow keys allow [\w./ -]; recall@10 -> recall_at_10
+
+
+def interval_metrics(row: CandidateResult) -> dict[str, float]:
+    """`<name>_ci_low` / `<name>_ci_high` beside each metric that has a confidence interval, and `rounds`.
+
+    Names follow `flat_metrics`: measurement intervals under the measurement's names (latency_p50_ms, ...),
+    quality metrics' under theirs, retention intervals as retention_<metric>, and the candidate's own
+    (speedup, quality_retention). Non-finite bounds (a degenerate bootstrap) are left out.
+    """
+    m, q = row.measurement, row.quality
+    sources: list[tuple[str, dict[str, tuple[float, float]]]] = []
+    if m is not None:
+        sources.append(("", m.ci))
+    if q is not None:
+        sources += [("", q.ci), ("retention_", q.retention_ci)]
+    sources.append(("", row.ci))
+    out: dict[str, float] = {}
+    for prefix, intervals in sources:
+        for name, (low, high) in intervals.items():
+            key = _metric_key(f"{prefix}{name}")
+            for suffix, value in (("low", low), ("high", high)):
+                if math.isfinite(value):
+                    out[f"{key}_ci_{suffix}"] = float(value)
+    if m is not None:
+        out["rounds"] = float(len(m.rounds))
+    return out
+
+
+def _truncated_list(items: list[str], limit: int = MAX_TAG_VAL_LENGTH) -> str:
+    """Comma-joined, cut at the last whole item that fits MLflow's tag limit."""
+    text = ",".join(items)
+    if len(text) <= limit:
+        return text
+    return text[:limit + 1].rsplit(",", 1)[0][:limit]
+
+
+def measurement_tags(row: CandidateResult) -> dict[str, str]:
+    """Where and how the candidate was measured: reused or fresh, on which machine, when, by which harness."""
+    m = row.measurement
+    if m is None:
+        return {}
+    flags = m.machine.get("flags") or []
+    flag_list = flags.split() if isinstance(flags, str) else [str(f) for f in flags]
+    tags = {
+        f"{TAG}measurement_reused": str(m.reused).lower(),
+        f"{TAG}machine_fingerprint": m.machine_fingerprint,
+        f"{TAG}measured_at": m.started_at,
+        f"{TAG}cpu_flags": _truncated_list(flag_list),
+        f"{TAG}harness_version": m.harness_version,
+    }
+    # An older measurement lacks some: no empty tags that would read as recorded values.
+    return {k: v[:MAX_TAG_VAL_LENGTH] for k, v in tags.items() if v}
+
+
+def timings(row: CandidateResult) -> dict[str, Any]:
+    """`measurement/timings.json`: every round's raw per-iteration samples, with when and under what load."""
+    m = row.measurement
+    if m is None:
+        return {}
+    return {
+        "candidate": row.name,
+        "started_at": m.started_at,
+        "reused": m.reused,
+        "session": m.session,
+        "harness_version": m.harness_version,
+        "machine_fingerprint": m.machine_fingerprint,
+        "machine": m.machine,
+        "units": "samples are the raw per-iteration series as measured: latency_s and throughput_s in seconds, "
+                 "rates (items_per_s, decode_tok_s, ...) per second, *_ms in milliseconds",
+        "rounds": [{"index": r.index, "started_at": r.started_at, "load": r.load, "under_load": r.under_load,
+                    "load_time_s": r.load_time_s, "peak_rss_mb": r.peak_rss_mb,
+                    "throughput_items_per_s": r.throughput_items_per_s, "extra": r.extra, "samples": r.samples}
+                   for r in m.rounds],
+    }
 
 
 def flat_metrics(row: CandidateResult) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """The candidate loop as Prefect tasks: builds fan out through the configured task runner,
-measurements run one at a time through the machine's benchmark slot."""
+measurement rounds run one at a time (interleaved across candidates) through the machine's benchmark slot."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from edgeopt.orchestration import candidate_runner
 from edgeopt.pipeline.building import candidate_present
 from edgeopt.pipeline.candidates import failure_text, run_candidates
 from edgeopt.pipeline.context import ModelInputs, PipelineContext, PreparedData
-from edgeopt.pipeline.measuring import measurement_present
+from edgeopt.pipeline.measuring import Session
 from edgeopt.pipeline.planning import left_out, plan_candidates
 from edgeopt.results import CandidateRecord, CandidateResult, Measurement
 from tasks import stages
@@ -84,10 +84,10 @@ def build_all(ctx: PipelineContext, prepared: PreparedData,
 
 def measure_all(ctx: PipelineContext, prepared: PreparedData, inputs: ModelInputs,
                 records: dict[str, CandidateRecord], failed: dict[str, str],
-                key_prefix: str = "") -> tuple[dict[str, CandidateRecord], list[CandidateResult]]:
-    """Measure the built candidates one at a time (each through the benchmark slot), then evaluate.
+                ) -> tuple[dict[str, CandidateRecord], list[CandidateResult]]:
+    """Measure the built candidates in interleaved rounds, one Prefect task per round, then evaluate.
 
-    `key_prefix` keeps a target's task cache apart from the host's (same artifact, other machine).
+    A target's measurements live in its own folder, so its session (and reuse) is apart from the host's.
     """
 
     def built(spec: CandidateSpec, parent: CandidateRecord | None, key: str) -> CandidateRecord:
@@ -95,10 +95,8 @@ def measure_all(ctx: PipelineContext, prepared: PreparedData, inputs: ModelInput
             return records[spec.name]
         raise CandidateError(failed.get(spec.name, f"{spec.name} was not built"))
 
-    def measure(record: CandidateRecord, key: str) -> Measurement:
-        task = stages.measure_candidate
-        if not measurement_present(ctx, record.name, key):
-            task = task.with_options(refresh_cache=True)
-        return task(ctx, record, inputs, key_prefix + key, return_state=True).result()
+    def measure(session: Session, record: CandidateRecord, index: int, write_outputs: bool) -> Measurement:
+        return stages.measure_round(ctx, session, record, inputs, index, write_outputs,
+                                    return_state=True).result()
 
     return run_candidates(ctx, prepared, inputs, built, measure)

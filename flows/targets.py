@@ -81,7 +81,7 @@ def measure_target(params_path: str = "params.yaml", namespace: str = "minilm", 
     inputs = stages.prepare_inputs(ctx, prepared)  # the same inputs, in the target's own folder
     run = start_tracking(ctx, prepared, lock_revision(ctx.project_root, stage_name(namespace)))
     built, missing = built_records(ctx)
-    records, rows = measure_all(ctx, prepared, inputs, built, missing, key_prefix=f"{target}-")
+    records, rows = measure_all(ctx, prepared, inputs, built, missing)
     rows = stages.track_candidates(ctx, run, rows, records)
     stages.tag_target(run, rows, target)
     selection = stages.select(ctx, run, rows)

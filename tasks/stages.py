@@ -54,20 +54,12 @@ def build_candidate(
         return building.build_candidate(ctx, spec, prepared, inputs, parent, cache_key)
 
 
-def _measure_key(_: Any, p: dict[str, Any]) -> str:
-    return f"edgeopt-measure-{p['ctx'].namespace}-{p['record'].name}-{p['key']}"
-
-
-@task(name="measure-candidate", task_run_name="measure-{record.name}", cache_key_fn=_measure_key,
-      persist_result=True, result_serializer="json")
-def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: ModelInputs,
-                      key: str) -> Measurement:
-    from edgeopt.orchestration import benchmark_slot
-
-    # One benchmark per machine (a Prefect global concurrency limit): two at once corrupt both timings.
-    orch = ctx.params.orchestration
-    with benchmark_slot(orch.benchmark_concurrency_limit, orch.benchmark_wait_s, f"{ctx.namespace}/{record.name}"):
-        return measuring.measure_candidate(ctx, record, inputs)
+@task(name="measure-round", task_run_name="measure-{record.name}-round-{index}", cache_policy=NONE)
+def measure_round(ctx: PipelineContext, session: measuring.Session, record: CandidateRecord, inputs: ModelInputs,
+                  index: int, write_outputs: bool) -> Measurement:
+    # Not cached by Prefect: the measuring session decides what is reused (edgeopt.pipeline.measuring);
+    # the benchmark slot (one measurement per machine) is held inside, for every entry point alike.
+    return measuring.measure_round(ctx, session, record, inputs, index, write_outputs)
 
 
 @task(name="track-candidates", cache_policy=NONE)

@@ -8,7 +8,7 @@ import pytest
 
 from edgeopt.config import GatesConfig, PickRule, SelectionConfig
 from edgeopt.results import CandidateResult, LatencyStats, Measurement, Quality
-from edgeopt.selection import dominates, pareto_front, select
+from edgeopt.selection import dominates, pareto_front, select, undecided
 
 
 def row(name: str, p50: float, size: float, rss: float, cos: float, r10: float = 1.0, mrr: float = 1.0,
@@ -133,3 +133,91 @@ def test_max_metric_gate_on_an_unmeasured_metric_is_an_error() -> None:
 def test_no_max_metrics_means_only_the_three_default_gates() -> None:
     sel = select("p", [row("base", 10, 90, 600, 1.0), row("a", 3, 20, 300, 0.99)], GATES, CFG)
     assert [g.name for g in sel.candidates[1].gates] == ["quality_retention", "speedup", "footprint_reduction"]
+
+
+# -- the noise: rounds with raw samples, CIs, ties ------------------------------------------------
+
+
+def rounds_row(name: str, p50_rounds: list[float], size: float, rss: float = 100.0, cos: float = 1.0,
+               spread: float = 0.02, n: int = 60, seed: int = 0) -> CandidateResult:
+    """A measured row whose rounds carry raw latency samples around each round's p50 (ms)."""
+    import numpy as np
+
+    from edgeopt.results import RoundRecord
+    from edgeopt.rounds import combine
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i, p50 in enumerate(p50_rounds):
+        lat_s = list(rng.normal(p50, p50 * spread, n) / 1000)
+        one = RoundRecord(index=i, started_at="t", load_time_s=1.0, peak_rss_mb=rss, throughput_items_per_s=1.0,
+                          samples={"latency_s": lat_s, "throughput_s": lat_s, "items_per_s": [1.0] * n})
+        lat = LatencyStats(batch_size=1, iterations=n, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50)
+        parts.append(Measurement(candidate=name, threads=2, sequence_length=128, load_time_s=1.0, latency=lat,
+                                 throughput=lat, throughput_items_per_s=1.0, peak_rss_mb=rss, size_mb=size,
+                                 rounds=[one]))
+    q = Quality(metrics={"cosine": cos, "recall@10": 1.0, "mrr": 1.0},
+                retention={"cosine": cos, "recall@10": 1.0, "mrr": 1.0})
+    return CandidateResult(name=name, recipe="r", parent=None, status="ok", measurement=combine(parts), quality=q)
+
+
+def test_pooled_rounds_carry_cis_that_contain_the_point() -> None:
+    r = rounds_row("a", [10.0, 10.4, 9.8], 10)
+    m = r.measurement
+    assert m is not None and len(m.rounds) == 3 and m.latency.iterations == 180
+    low, high = m.ci["latency_p50_ms"]
+    assert low <= m.latency.p50_ms <= high and high > low
+
+
+def test_speedup_gate_reads_the_conservative_end_and_says_when_it_is_noise() -> None:
+    gates = GatesConfig(min_quality_retention=0.95, min_speedup=2.0, min_footprint_reduction=-10)
+    base = rounds_row("base", [20.0, 21.0, 19.0], 90, seed=1)
+    # About 2.0x on the point, with rounds that disagree by several percent: the CI straddles 2.
+    borderline = rounds_row("border", [10.0, 10.9, 9.3], 20, seed=2)
+    clear = rounds_row("clear", [5.0, 5.1, 4.9], 20, seed=3)
+    sel = select("p", [base, borderline, clear], gates, CFG)
+    by = {r.name: r for r in sel.candidates}
+    speed = {n: next(g for g in by[n].gates if g.name == "speedup") for n in ("border", "clear")}
+    lo, hi = by["border"].ci["speedup"]
+    assert lo < 2.0 <= hi
+    assert not speed["border"].passed and speed["border"].within_noise
+    assert "not cleared (within noise)" in speed["border"].text()
+    assert speed["clear"].passed and not speed["clear"].within_noise
+    assert sel.pick == "clear"
+    assert "border" in undecided(sel, CFG)  # its next rounds could move it across the gate
+
+
+def test_a_candidate_listed_twice_is_a_tie_not_a_winner() -> None:
+    gates = GatesConfig(min_quality_retention=0.95, min_speedup=1.5, min_footprint_reduction=-10)
+    base = rounds_row("base", [20.0, 20.5, 19.5], 90, seed=1)
+    # Identical settings, so identical size and quality; their timings differ only by noise.
+    twin_b = rounds_row("twin-b", [8.0, 8.3, 7.8], 20, seed=4)
+    twin_a = rounds_row("twin-a", [8.2, 7.9, 8.1], 20, seed=5)
+    sel = select("p", [base, twin_b, twin_a], gates, CFG)
+    assert set(sel.frontier) == {"twin-a", "twin-b"}  # neither dominates the other beyond the noise
+    assert sorted(sel.tie) == ["twin-a", "twin-b"]
+    assert sel.pick == "twin-a"  # the stated rule: equal size, equal quality, then name
+    assert "tie" in sel.reason and sel.tie_rule
+    assert set(undecided(sel, CFG)) >= {"twin-a", "twin-b"}
+
+
+def test_clearly_separated_candidates_are_no_tie() -> None:
+    gates = GatesConfig(min_quality_retention=0.95, min_speedup=1.5, min_footprint_reduction=-10)
+    base = rounds_row("base", [20.0, 20.5, 19.5], 90, seed=1)
+    fast = rounds_row("fast", [5.0, 5.1, 4.95], 30, seed=6)
+    slower_smaller = rounds_row("slower-smaller", [8.0, 8.1, 7.9], 10, seed=7)
+    sel = select("p", [base, fast, slower_smaller], gates, CFG)
+    assert sel.pick == "fast" and sel.tie == []
+    assert set(sel.frontier) == {"fast", "slower-smaller"}  # each clearly better on one objective
+    assert undecided(sel, CFG) == []
+
+
+def test_noise_floor_makes_a_tiny_separated_gap_a_tie() -> None:
+    gates = GatesConfig(min_quality_retention=0.95, min_speedup=1.5, min_footprint_reduction=-10)
+    base = rounds_row("base", [20.0, 20.0, 20.0], 90, spread=0.001, seed=1)
+    a = rounds_row("a", [8.0, 8.0, 8.0], 20, spread=0.001, seed=8)
+    b = rounds_row("b", [8.1, 8.1, 8.1], 20, spread=0.001, seed=9)  # 1.2% slower, CIs separated
+    exact = select("p", [base, a, b], gates, CFG.model_copy(update={"noise_floor": 0.0}))
+    assert exact.tie == [] and exact.frontier == ["a"]  # no floor: a is faster beyond its CI, b dominated
+    sel = select("p", [base, a, b], gates, CFG)  # default floor 3%: within the noise
+    assert sorted(sel.tie) == ["a", "b"] and sel.pick == "a"  # equal size and quality: the first name

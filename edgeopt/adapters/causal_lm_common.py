@@ -1,6 +1,7 @@
 """Shared by the OpenVINO and ONNX Runtime causal-LM adapters: the traceable KV-cache module both
 exporters trace, the I/O names of the exported graphs, the timed greedy-decoding loop, and the weight bytes a
-decoded token reads (`weight_reads`, over a framework-neutral description of either graph).
+decoded token reads (`weight_reads`, over a framework-neutral description of either graph), and `FileBytes`,
+with which the ONNX and GGUF runtimes read a model file's skeleton without its weights.
 
 The exported graphs follow the optimum/onnxruntime-genai layout: inputs `input_ids`, `attention_mask`
 (past + new tokens), `position_ids` and `past_key_values.{i}.key|value` [batch, kv_heads, past, head_dim];
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -189,6 +190,41 @@ def weight_reads(consts: Sequence[GraphConst], ops: Sequence[GraphOp]) -> tuple[
     weight_bytes = sum(size[name].nbytes for name, types in consumers.items() if not types <= LOOKUP_OPS)
     matmul_params = sum(max(size[name].elements for name in fed) for fed in matmuls)
     return weight_bytes, matmul_params
+
+
+class FileBytes:
+    """Bytes of an open file read on demand through a small window: skipping a field costs a seek, not a read.
+
+    Plain reads, not a memory map, so no page of the file is mapped into the process (a mapped page would count
+    towards its RSS, and fault-around maps its neighbours too).
+    """
+
+    WINDOW = 1 << 16
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._size = f.seek(0, 2)
+        self._start, self._chunk = 0, b""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, slice):
+            start, stop = key.start, key.stop
+            if self._start <= start and stop <= self._start + len(self._chunk):
+                return self._chunk[start - self._start : stop - self._start]
+            self._f.seek(start)
+            data = self._f.read(stop - start)
+            if len(data) != stop - start:
+                raise ValueError(f"truncated file: bytes {start}..{stop} are past the end ({self._size} bytes)")
+            return data
+        if not self._start <= key < self._start + len(self._chunk):
+            if not 0 <= key < self._size:
+                raise ValueError(f"truncated file: byte {key} is past the end ({self._size} bytes)")
+            self._f.seek(key)
+            self._start, self._chunk = key, self._f.read(self.WINDOW)
+        return self._chunk[key - self._start]
 
 
 def check_window(input_ids: np.ndarray) -> np.ndarray:

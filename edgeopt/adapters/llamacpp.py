@@ -9,9 +9,12 @@ to F32, or a Hugging Face folder converted by llama.cpp's convert_hf_to_gguf.py 
 
 from __future__ import annotations
 
+import struct
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -33,6 +36,8 @@ IMATRIX_FILE = "imatrix.gguf"
 FORMAT = "gguf"
 RUNTIME = "llamacpp"
 SPEED_CTX = 2048  # KV cache of the timed context; grown when a prompt + generation needs more
+KvCache = Literal["f32", "f16"]
+KV_BYTES: dict[str, int] = {"f32": 4, "f16": 2}
 
 
 class GgufQuantizeOptions(BaseModel):
@@ -40,6 +45,11 @@ class GgufQuantizeOptions(BaseModel):
 
     qtype: str = "Q4_K_M"  # a llama-quantize type name: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, ...
     imatrix: bool = False  # weight the rounding by activations on the calibration windows
+    # KV-cache storage of the llama.cpp contexts, the same when timed and when scored. f32 (as every other
+    # runtime's cache) keeps the scores about the weights: F16 KV rounding alone moves SmolLM2's logits by
+    # ~0.03 (a KLD of ~1e-4, more than F16 weights cost); f16 (llama.cpp's default) is what many deployments
+    # run, and halves the cache.
+    kv_cache: KvCache = "f32"
 
     @field_validator("qtype")
     @classmethod
@@ -105,7 +115,7 @@ def _build_gguf_quantize(ctx: BuildContext) -> BuildOutput:
     base_lineage = {k: ctx.base.details[k] for k in ("source", "source_file_type", "reference", "gguf_conversion")
                     if k in ctx.base.details}
     return BuildOutput(format=FORMAT, runtime=RUNTIME, precision=opts.qtype.lower(), model_file=MODEL_FILE,
-                       details={**summary, **extra, "base": base_lineage})
+                       details={**summary, **extra, "kv_cache": opts.kv_cache, "base": base_lineage})
 
 
 register_recipe(
@@ -124,63 +134,179 @@ register_recipe(
 )
 
 
-def gguf_roofline(path: Path, kv_bytes: int = 2) -> dict[str, int]:
-    """Bytes a decode step reads (weights) and the KV-cache bytes per cached position, from the GGUF itself.
+# GGUF metadata value types (gguf.GGUFValueType) with a fixed size, as struct formats; 8 is a string, 9 an array.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_SMALL_ARRAY = 4096  # numeric arrays up to this long are kept (per-layer hyperparameters), longer skipped
 
-    Every matrix is read once per token, except the token embedding, which is a one-row lookup unless it
-    doubles as the output head (tied embeddings, as in SmolLM2).
+
+@dataclass(frozen=True)
+class GgufTensorInfo:
+    """One entry of a GGUF's tensor index: its data is neither read nor mapped."""
+
+    name: str
+    type_name: str  # ggml type, e.g. "Q4_K", "F32"
+    dims: tuple[int, ...]  # ggml order (innermost first)
+    n_elements: int
+    n_bytes: int
+
+
+def gguf_header(path: Path) -> tuple[dict[str, Any], list[GgufTensorInfo]]:
+    """The metadata and the tensor index of a GGUF (versions 2 and 3), read from its header with plain reads.
+
+    gguf.GGUFReader memory-maps the whole file and makes a numpy view per metadata item (a vocabulary makes
+    hundreds of thousands): this reads only the header's bytes. Metadata values: numbers, bools and strings
+    as Python values, numeric arrays of at most 4096 items as lists; longer and string arrays (the
+    vocabulary) are skipped.
     """
     import gguf
 
-    reader = gguf.GGUFReader(path)
-    tensors = {t.name: t for t in reader.tensors}
-    tied = "output.weight" not in tensors
-    weight_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    matmul = sum(int(t.n_elements) for t in reader.tensors if len(t.shape) > 1)
-    embd = tensors.get("token_embd.weight")
+    from edgeopt.adapters.causal_lm_common import FileBytes
+
+    with open(path, "rb") as f:
+        buf = FileBytes(f)
+        if buf[0:4] != b"GGUF":
+            raise ValueError(f"{Path(path).name} is not a GGUF file (bad magic)")
+        (version,) = struct.unpack("<I", buf[4:8])
+        order = "<"
+        if version & 0xFFFF == 0:  # written on a machine of the other byte order
+            order = ">"
+            (version,) = struct.unpack(">I", buf[4:8])
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} is not supported (2 or 3)")
+        pos = 8
+
+        def take(fmt: str, count: int = 1) -> tuple[Any, ...]:
+            nonlocal pos
+            layout = f"{order}{count}{fmt}"
+            size = struct.calcsize(layout)
+            values = struct.unpack(layout, buf[pos : pos + size])
+            pos += size
+            return values
+
+        def string() -> str:
+            nonlocal pos
+            (n,) = take("Q")
+            raw = buf[pos : pos + n]
+            pos += n
+            return bytes(raw).decode("utf-8", errors="replace")
+
+        def skip(vtype: int, count: int) -> None:
+            nonlocal pos
+            if vtype in _GGUF_SCALARS:
+                pos += struct.calcsize(_GGUF_SCALARS[vtype]) * count
+            elif vtype == _GGUF_STRING:
+                for _ in range(count):
+                    (n,) = take("Q")  # not `pos += take(...)`: take moves pos itself
+                    pos += n
+            elif vtype == _GGUF_ARRAY:
+                for _ in range(count):
+                    sub, n = take("IQ")
+                    skip(sub, n)
+            else:
+                raise ValueError(f"unknown GGUF value type {vtype}")
+            if pos > len(buf):
+                raise ValueError(f"truncated GGUF header in {Path(path).name}")
+
+        n_tensors, n_kv = take("Q", 2)
+        fields: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = string()
+            (vtype,) = take("I")
+            if vtype in _GGUF_SCALARS:
+                fields[key] = take(_GGUF_SCALARS[vtype])[0]
+            elif vtype == _GGUF_STRING:
+                fields[key] = string()
+            elif vtype == _GGUF_ARRAY:
+                sub, count = take("IQ")
+                if sub in _GGUF_SCALARS and count <= _GGUF_SMALL_ARRAY:
+                    fields[key] = list(take(_GGUF_SCALARS[sub], count))
+                else:
+                    skip(sub, count)
+            else:
+                raise ValueError(f"unknown GGUF value type {vtype} for {key!r}")
+        tensors = []
+        for _ in range(n_tensors):
+            name = string()
+            (n_dims,) = take("I")
+            dims = take("Q", n_dims)
+            ggml_type, _offset = take("IQ")
+            qtype = gguf.GGMLQuantizationType(ggml_type)
+            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+            n_elements = 1
+            for d in dims:
+                n_elements *= int(d)
+            tensors.append(GgufTensorInfo(name, qtype.name, tuple(int(d) for d in dims), n_elements,
+                                          n_elements * type_size // block))
+    return fields, tensors
+
+
+def gguf_tensor_types(tensors: list[GgufTensorInfo]) -> dict[str, int]:
+    """How many tensors of each ggml type, e.g. {"Q4_1": 210, "F32": 61, "Q8_0": 1} (as tensor_type_histogram)."""
+    return dict(Counter(t.type_name for t in tensors).most_common())
+
+
+def gguf_roofline(path: Path, kv_cache: KvCache = "f32",
+                  header: tuple[dict[str, Any], list[GgufTensorInfo]] | None = None) -> dict[str, int]:
+    """Bytes a decode step reads (weights) and the KV-cache bytes per cached position, from the GGUF's header.
+
+    Every matrix is read once per token, except the token embedding, which is a one-row lookup unless it
+    doubles as the output head (tied embeddings, as in SmolLM2). The KV cache is stored at `kv_cache`.
+    """
+    fields, tensors = header if header is not None else gguf_header(path)
+    by_name = {t.name: t for t in tensors}
+    tied = "output.weight" not in by_name
+    weight_bytes = sum(t.n_bytes for t in tensors)
+    matmul = sum(t.n_elements for t in tensors if len(t.dims) > 1)
+    embd = by_name.get("token_embd.weight")
     if embd is not None and not tied:
-        weight_bytes -= int(embd.n_bytes)
-        matmul -= int(embd.n_elements)
-    arch = reader.fields["general.architecture"].contents()
+        weight_bytes -= embd.n_bytes
+        matmul -= embd.n_elements
+    arch = fields["general.architecture"]
+    n_layers = int(fields.get(f"{arch}.block_count", 0))
 
-    def field(key: str, default: int = 0) -> int:
-        f = reader.fields.get(f"{arch}.{key}")
-        return int(f.contents()) if f is not None else default
+    def per_layer(key: str, default: int) -> list[int]:
+        value = fields.get(f"{arch}.{key}", default)
+        return [int(v) for v in value] if isinstance(value, list) else [int(value)] * n_layers
 
-    n_head = field("attention.head_count", 1)
-    n_kv = field("attention.head_count_kv", n_head)
-    head_dim = field("attention.key_length", field("embedding_length") // max(n_head, 1))
-    kv_per_position = field("block_count") * 2 * n_kv * head_dim * kv_bytes
+    n_head = max(per_layer("attention.head_count", 1) or [1]) or 1
+    n_kv = per_layer("attention.head_count_kv", n_head)  # a list where it varies by layer
+    k_dim = int(fields.get(f"{arch}.attention.key_length", int(fields.get(f"{arch}.embedding_length", 0)) // n_head))
+    v_dim = int(fields.get(f"{arch}.attention.value_length", k_dim))
+    kv_per_position = sum(n_kv) * (k_dim + v_dim) * KV_BYTES[kv_cache]
     return {"weight_bytes": weight_bytes, "kv_bytes_per_position": kv_per_position, "matmul_params": matmul}
 
 
 class LlamaCppRunner:
-    """Two llama.cpp contexts on one GGUF.
+    """Two llama.cpp contexts on one GGUF, both with the candidate's KV-cache type (`kv_cache`).
 
-    Timed generation runs as deployed: llama.cpp's default F16 KV cache, logits for the last position only.
-    The quality pass (`logits`) uses an F32 KV cache, like the reference logits: F16 KV rounding alone moves
-    logits by ~0.03 (a KLD of ~1e-4), which would swamp the ~5e-6 that F16 weights cost, so with it every
-    GGUF's KLD would mostly measure the cache, not the weights.
+    Timed generation runs as deployed: logits for the last position only. The quality pass (`logits`) runs
+    each window as one ubatch with logits for every position, as the reference logits were computed. Both
+    contexts store the cache at the same precision, so the speed and the scores belong to the same cache.
     """
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, kv_cache: KvCache = "f32") -> None:
+        if kv_cache not in KV_BYTES:
+            raise CandidateError(f"llama.cpp: unknown KV-cache type {kv_cache!r} (one of {', '.join(KV_BYTES)})")
         self.path = path
         self.threads = threads
+        self.kv_cache: KvCache = kv_cache
+        self._header: tuple[dict[str, Any], list[GgufTensorInfo]] | None = None
         self._speed: Any = None
         self._speed_ctx = 0
         self._quality: Any = None
         self._quality_len = 0
         self._speed_context(SPEED_CTX)  # loading the model is part of load time
 
-    def _llama(self, n_ctx: int, n_batch: int, logits_all: bool, kv: str | None) -> Any:
+    def _llama(self, n_ctx: int, n_batch: int, logits_all: bool) -> Any:
         import llama_cpp
         from llama_cpp import Llama
 
-        kv_kw = {} if kv is None else {"type_k": getattr(llama_cpp, f"GGML_TYPE_{kv}"),
-                                       "type_v": getattr(llama_cpp, f"GGML_TYPE_{kv}")}
+        kv_type = getattr(llama_cpp, f"GGML_TYPE_{self.kv_cache.upper()}")
         try:
             return Llama(str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=self.threads,
-                         n_threads_batch=self.threads, logits_all=logits_all, verbose=False, **kv_kw)
+                         n_threads_batch=self.threads, logits_all=logits_all, verbose=False,
+                         type_k=kv_type, type_v=kv_type)
         except Exception as err:
             raise CandidateError(f"llama.cpp cannot load {self.path.name}: {err}") from err
 
@@ -189,7 +315,7 @@ class LlamaCppRunner:
             if self._speed is not None:
                 self._speed.close()
             self._speed_ctx = max(SPEED_CTX, need)
-            self._speed = self._llama(self._speed_ctx, 512, logits_all=False, kv=None)
+            self._speed = self._llama(self._speed_ctx, 512, logits_all=False)
         return self._speed
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
@@ -199,7 +325,7 @@ class LlamaCppRunner:
             if self._quality is not None:
                 self._quality.close()
             # One ubatch of the whole window, as the reference was computed.
-            self._quality = self._llama(t, t, logits_all=True, kv="F32")
+            self._quality = self._llama(t, t, logits_all=True)
             self._quality_len = t
         llm = self._quality
         llm.reset()
@@ -229,16 +355,23 @@ class LlamaCppRunner:
 
         return timed_greedy(prefill, step, prompt, max_new_tokens)
 
+    def _gguf_header(self) -> tuple[dict[str, Any], list[GgufTensorInfo]]:
+        if self._header is None:
+            try:
+                self._header = gguf_header(self.path)
+            except Exception as err:
+                raise CandidateError(f"llama.cpp: cannot read the GGUF header of {self.path.name}: {err}") from err
+        return self._header
+
     def roofline(self) -> dict[str, int]:
-        return gguf_roofline(self.path, kv_bytes=2)  # the timed context's F16 KV cache
+        return gguf_roofline(self.path, self.kv_cache, header=self._gguf_header())
 
     def runtime_info(self) -> dict[str, Any]:
         import llama_cpp
 
-        from edgeopt.workloads.causal_lm.gguf_reference import tensor_type_histogram
-
         return {"llama_cpp_python": llama_cpp.__version__, "threads": self.threads,
-                "kv_cache": {"generate": "f16", "logits": "f32"}, "tensor_types": tensor_type_histogram(self.path)}
+                "kv_cache": self.kv_cache,  # the same for the timed and the scored context
+                "tensor_types": gguf_tensor_types(self._gguf_header()[1])}
 
 
 @register_runtime(RUNTIME)
@@ -246,4 +379,5 @@ def load_llamacpp(candidate_dir: Path, model_file: str, details: dict[str, Any],
     path = Path(candidate_dir) / model_file
     if not path.is_file():
         raise CandidateError(f"{path} does not exist")
-    return LlamaCppRunner(path, threads)
+    # Recorded by gguf-quantize; a record without it predates the option: f32, its default.
+    return LlamaCppRunner(path, threads, details.get("kv_cache", "f32"))

@@ -44,6 +44,7 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TASKS = ("causal-lm",)
 _MX_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_SHORT_DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}  # as the other runtimes name KV types
 
 
 class MlxLmConvertOptions(BaseModel):
@@ -261,7 +262,9 @@ class MlxLmRunner:
             **_versions(),
             "device": str(mx.default_device()),
             "dtype": str(self._dtype).removeprefix("mlx.core."),
-            "kv_cache": str(self._dtype).removeprefix("mlx.core."),
+            # The cache holds K/V in the activation dtype (f32, f16 or bf16), for generation and scoring alike.
+            "kv_cache": _SHORT_DTYPES.get(str(self._dtype).removeprefix("mlx.core."),
+                                          str(self._dtype).removeprefix("mlx.core.")),
             "quantization": self._config.get("quantization"),
             "requested_threads": self._requested_threads,
             # See the module docstring: no thread setting exists; the CPU stream is one thread.

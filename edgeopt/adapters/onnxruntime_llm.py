@@ -19,6 +19,7 @@ from edgeopt.adapters.causal_lm_common import (
     INPUTS,
     LOGITS,
     GraphConst,
+    FileBytes,
     GraphOp,
     check_window,
     example_inputs,
@@ -334,12 +335,11 @@ class OrtCausalLM:
 
     def roofline(self) -> dict[str, int]:
         """Weight bytes and matrix parameters per decoded token, and KV-cache bytes per cached position, from
-        the ONNX graph (read here and dropped: these files hold their weights inline) and the session's KV inputs."""
+        the ONNX graph's skeleton (shapes and types, no tensor data: the measurement child's peak RSS must not
+        include a second copy of the weights) and the session's KV inputs."""
         if self._roofline is None:
-            import onnx
-
             try:
-                weight_bytes, matmul_params = weight_reads(*_graph_description(onnx.load(str(self._path))))
+                weight_bytes, matmul_params = weight_reads(*_graph_description(onnx_skeleton(self._path)))
             except Exception as exc:
                 raise CandidateError(f"onnxruntime: cannot size {self._path.name} for the roofline: "
                                      f"{short_error(exc)}") from exc
@@ -354,6 +354,8 @@ class OrtCausalLM:
             "providers": self._session.get_providers(),
             "intra_op_threads": self._threads,
             "kv_cache_dtype": str(self._empty.dtype),
+            # The graph's past/present tensors fix it (fp32 for every export here): the same for timing and scoring.
+            "kv_cache": KV_NAMES[self._empty.dtype.name],
             "layers": len(self._past) // 2,
         }
 
@@ -394,6 +396,98 @@ def _graph_description(model: onnx.ModelProto) -> tuple[list[GraphConst], list[G
         else:
             ops.append(GraphOp(node.name, node.op_type, tuple(node.input), tuple(node.output)))
     return consts, ops
+
+
+# The skeleton of an ONNX file: every message on the way to a tensor (field numbers of onnx.proto), with the
+# tensors' data fields dropped (None) and everything else kept byte for byte.
+_Schema = dict[int, "_Schema | None"]
+_TENSOR: _Schema = {4: None, 5: None, 6: None, 7: None, 9: None, 10: None, 11: None}  # *_data, raw_data
+_SPARSE: _Schema = {1: _TENSOR, 2: _TENSOR}  # values, indices
+_ATTRIBUTE: _Schema = {5: _TENSOR, 10: _TENSOR, 22: _SPARSE, 23: _SPARSE}  # t, tensors, sparse_tensor(s)
+_NODE: _Schema = {5: _ATTRIBUTE}
+_GRAPH: _Schema = {1: _NODE, 5: _TENSOR, 15: _SPARSE}  # node, initializer, sparse_initializer
+_ATTRIBUTE.update({6: _GRAPH, 11: _GRAPH})  # g, graphs (If / Loop / Scan bodies)
+_MODEL: _Schema = {7: _GRAPH, 20: {1: _GRAPH, 2: _GRAPH}, 25: {7: _NODE}}  # graph, training_info, functions
+KV_NAMES = {"float32": "f32", "float16": "f16"}
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError(f"malformed protobuf varint at byte {pos}")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _strip(buf: Any, start: int, end: int, schema: _Schema) -> bytearray:
+    """The protobuf message buf[start:end] without the fields `schema` drops, its sub-messages stripped in turn."""
+    out = bytearray()
+    pos = keep = start
+    while pos < end:
+        field_start = pos
+        tag, pos = _varint(buf, pos)
+        field, wire = tag >> 3, tag & 7
+        body = pos
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, body = _varint(buf, pos)
+            pos = body + length
+        else:  # 3/4: groups, which onnx.proto does not use
+            raise ValueError(f"unexpected protobuf wire type {wire} at byte {field_start}")
+        if pos > end:
+            raise ValueError(f"truncated protobuf field at byte {field_start}")
+        if field not in schema:
+            continue
+        out += buf[keep:field_start]
+        keep = pos
+        rule = schema[field]
+        if rule is None:  # a tensor's data (packed or not): dropped unread
+            continue
+        if wire != 2:  # not the sub-message the schema expects: kept as it is
+            out += buf[field_start:pos]
+            continue
+        inner = _strip(buf, body, pos, rule)
+        out += _encode_varint(tag) + _encode_varint(len(inner)) + inner
+    out += buf[keep:end]
+    return out
+
+
+def onnx_skeleton(path: Path) -> onnx.ModelProto:
+    """An ONNX model with every tensor's shape, type, name and external-data record but none of its data.
+
+    `onnx.load(path, load_external_data=False)` still reads weights stored inline (as every export here stores
+    them: a second copy of them in the process), so the file's protobuf fields are walked instead and only
+    the bytes outside tensor data are read.
+    """
+    import onnx
+
+    with open(path, "rb") as f:
+        buf = FileBytes(f)
+        if not len(buf):
+            raise ValueError(f"{Path(path).name} is empty")
+        skeleton = _strip(buf, 0, len(buf), _MODEL)
+    model = onnx.ModelProto()
+    model.ParseFromString(bytes(skeleton))
+    return model
 
 
 @register_runtime(RUNTIME)

@@ -368,6 +368,7 @@ class OpenVINOCausalLM:
         core = ov.Core()
         self._xml = xml
         self._roofline: dict[str, int] | None = None
+        self._scoring: bool | None = None
         self._compiled = core.compile_model(core.read_model(str(xml)), DEVICE, config)
         self._request = self._compiled.create_infer_request()
         if not self._request.query_state():
@@ -393,9 +394,26 @@ class OpenVINOCausalLM:
         return self._request.get_tensor(LOGITS).data[0]
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        """Logits of every position of one window. With an f32 cache, one pass over the window. With a
+        compressed one (f16, u8), one token at a time, as decoding reads it: the CPU plugin's attention uses
+        a pass's own keys and values at full precision and only reads earlier passes' from the cache, so a
+        one-pass window would score an f32 cache whatever was asked (measured on SmolLM2: one-pass logits are
+        identical at f32, f16 and u8; token by token they move by ~0.01 at f16, ~0.4 at u8)."""
         ids = check_window(input_ids)
         self._request.reset_state()
-        return np.array(self._run(ids, 0), dtype=np.float32)
+        if not self._kv_through_cache():
+            return np.array(self._run(ids, 0), dtype=np.float32)
+        # np.array copies: _run returns a view of the output tensor, which the next inference overwrites.
+        return np.stack([np.array(self._run(ids[pos : pos + 1], pos)[0], dtype=np.float32)
+                         for pos in range(len(ids))])
+
+    def _kv_through_cache(self) -> bool:
+        """Whether the quality windows are fed token by token (the cache is stored below f32)."""
+        if self._scoring is None:
+            import openvino as ov
+
+            self._scoring = self._kv_storage_type() != ov.Type.f32
+        return self._scoring
 
     def generate(self, prompt_ids: np.ndarray, max_new_tokens: int) -> Generation:
         self._request.reset_state()
@@ -442,14 +460,20 @@ class OpenVINOCausalLM:
             if op_type == "ReadValue":  # one KV state [batch 1, kv_heads, past (dynamic), head_dim]
                 kv_per_position += int(np.prod([d.get_length() for d in op.get_output_partial_shape(0) if d.is_static]))
         weight_bytes, matmul_params = weight_reads(consts, ops)
-        # The fused KV-cache attention stores the cache at kv_cache_precision (u8 adds small per-token scales
-        # and zero points, not counted); decomposed attention keeps it as the state tensors' type.
-        if self._fused_attention():
-            kv_size = int(get(hints.kv_cache_precision()).size)
-        else:
-            kv_size = int(self._request.query_state()[0].state.get_element_type().size)
+        # u8 adds small per-token scales and zero points, not counted.
+        kv_size = int(self._kv_storage_type().size)
         return {"weight_bytes": weight_bytes, "kv_bytes_per_position": kv_per_position * kv_size,
                 "matmul_params": matmul_params}
+
+    def _kv_storage_type(self) -> Any:
+        """The element type the KV cache is stored in, for decoding and the quality windows alike (one compiled
+        model, one request): the fused KV-cache attention stores it at kv_cache_precision, decomposed
+        attention as the state tensors' type."""
+        import openvino.properties.hint as hints
+
+        if self._fused_attention():
+            return self._compiled.get_property(hints.kv_cache_precision())
+        return self._request.query_state()[0].state.get_element_type()
 
     def _fused_attention(self) -> int:
         """Fused attention nodes reading the cache kept inside the plugin: one per layer when the
@@ -478,6 +502,8 @@ class OpenVINOCausalLM:
             "inference_precision": get(hints.inference_precision()).get_type_name(),
             "requested_kv_cache_precision": self._requested["kv_cache_precision"],
             "kv_cache_precision": get(hints.kv_cache_precision()).get_type_name(),
+            "kv_cache": self._kv_storage_type().get_type_name(),  # where it is stored (see _kv_storage_type)
+            "quality_windows": "token by token through the cache" if self._kv_through_cache() else "one pass",
             "fused_kv_cache_attention": self._fused_attention(),
             "threads": int(get(props.inference_num_threads())),
             "streams": int(get(props.streams.num())),

@@ -140,7 +140,8 @@ class TorchCausalLMRunner:
         import transformers
 
         return {"torch": self._torch.__version__, "transformers": transformers.__version__,
-                "threads": self._torch.get_num_threads(), "dtype": "float32", "attention": "sdpa"}
+                "threads": self._torch.get_num_threads(), "dtype": "float32", "attention": "sdpa",
+                "kv_cache": "f32"}  # transformers' DynamicCache holds K/V in the model's dtype
 
 
 @register_runtime(RUNTIME)

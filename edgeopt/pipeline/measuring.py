@@ -1,47 +1,164 @@
-"""The measure stage for one candidate: a fresh, isolated subprocess, reused while its measurement key holds."""
+"""The measure stage: rounds of fresh, isolated subprocesses, grouped in a measuring session.
+
+A session is one set of candidates (names and measurement keys, the baseline among them) measured
+together: every round of every candidate in it ran in passes interleaved with the others, so their
+comparisons share the machine's state. A run whose set is the same as the last session's continues it:
+committed rounds are reused (a killed run resumes where it stopped, and a finished session is reused
+whole, marked `reused`); any other set starts a new session, so a candidate is never compared with a
+baseline measured in another run.
+
+On disk, under `measurements/`:
+- `session.json`: the session's key and id, whether it finished, and the candidates that failed;
+- `<name>/rounds/<i>/`: round i (`measurement.json` with raw samples, `measure.log`), committed by
+  `key.txt` (the measurement key and session id, written only after a complete round);
+- `<name>/`: the quality outputs (written by the candidate's first round) and, when the session ends,
+  the pooled `measurement.json` and its `key.txt`.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
+from typing import Any
 
+from edgeopt import machine
 from edgeopt.io.atomic import write_text_atomic
 from edgeopt.isolation import file_lock
-from edgeopt.measure import measure_in_subprocess
+from edgeopt.measure import HARNESS_VERSION, MEASUREMENT_FILE, measure_in_subprocess
 from edgeopt.pipeline.context import ModelInputs, PipelineContext
 from edgeopt.pipeline.planning import stable_hash
 from edgeopt.results import CandidateRecord, Measurement
+from edgeopt.rounds import combine
+
+SESSION_FILE = "session.json"
 
 
 def measurement_key(ctx: PipelineContext, record: CandidateRecord, inputs: ModelInputs) -> str:
-    """What a measurement depends on: the built artifact (its cache key), the inputs and the benchmark settings."""
-    return stable_hash(record.cache_key, inputs.digest, ctx.cfg.benchmark.model_dump())[:20]
+    """What a measurement depends on: the built artifact (its cache key), the inputs, the benchmark
+    settings, the harness version and the machine (its fingerprint)."""
+    return stable_hash(record.cache_key, inputs.digest, ctx.cfg.benchmark.model_dump(), HARNESS_VERSION,
+                       machine.fingerprint(machine.identity()))[:20]
+
+
+class Session:
+    """The measuring session of one pipeline's candidates (see the module docstring)."""
+
+    def __init__(self, ctx: PipelineContext, keys: dict[str, str]) -> None:
+        self.ctx = ctx
+        self.keys = dict(keys)
+        self.root = ctx.ws.root / "measurements"
+        self.key = stable_hash(sorted(self.keys.items()))[:20]
+        state = self._read()
+        if state.get("key") == self.key:
+            self.id: str = state["id"]
+            self.complete: bool = bool(state.get("complete"))
+            self.failed: dict[str, str] = dict(state.get("failed", {}))
+        else:
+            self.id, self.complete, self.failed = uuid.uuid4().hex[:12], False, {}
+            self._write()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads((self.root / SESSION_FILE).read_text())
+            return state
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / SESSION_FILE, json.dumps(
+            {"key": self.key, "id": self.id, "complete": self.complete, "failed": self.failed,
+             "candidates": self.keys, "harness_version": HARNESS_VERSION}, indent=2) + "\n")
+
+    def round_dir(self, name: str, index: int) -> Path:
+        return self.ctx.ws.measurement_dir(name) / "rounds" / str(index)
+
+    def _marker(self, name: str) -> str:
+        return f"{self.keys[name]} {self.id}"
+
+    def committed_round(self, name: str, index: int) -> Measurement | None:
+        """Round `index` of `name`, if this session committed it."""
+        out = self.round_dir(name, index)
+        marker = out / "key.txt"
+        if not (marker.is_file() and marker.read_text() == self._marker(name) and (out / MEASUREMENT_FILE).is_file()):
+            return None
+        return Measurement.model_validate_json((out / MEASUREMENT_FILE).read_text())
+
+    def committed_rounds(self, name: str) -> list[Measurement]:
+        rounds_dir = self.ctx.ws.measurement_dir(name) / "rounds"
+        indices = sorted(int(p.name) for p in rounds_dir.iterdir() if p.name.isdigit()) if rounds_dir.is_dir() else []
+        found = [self.committed_round(name, i) for i in indices]
+        return [m for m in found if m is not None]
+
+    def fail(self, name: str, message: str) -> None:
+        self.failed[name] = message
+        self._write()
+
+    def finish(self, measurements: dict[str, Measurement]) -> None:
+        """Write each candidate's pooled measurement and close the session: a re-run reuses it whole."""
+        for name, m in measurements.items():
+            out = self.ctx.ws.measurement_dir(name)
+            m.write(out / MEASUREMENT_FILE)
+            write_text_atomic(out / "key.txt", self._marker(name))
+        self.complete = True
+        self._write()
+
+    def reused(self) -> tuple[dict[str, Measurement], dict[str, str]] | None:
+        """A finished session's pooled measurements (marked reused) and failures, or None."""
+        if not self.complete:
+            return None
+        out: dict[str, Measurement] = {}
+        for name in self.keys:
+            if name in self.failed:
+                continue
+            folder = self.ctx.ws.measurement_dir(name)
+            marker = folder / "key.txt"
+            if not (marker.is_file() and marker.read_text() == self._marker(name)):
+                return None
+            m = Measurement.model_validate_json((folder / MEASUREMENT_FILE).read_text())
+            out[name] = m.model_copy(update={"reused": True})
+        return out, dict(self.failed)
+
+
+def measure_round(ctx: PipelineContext, session: Session, record: CandidateRecord, inputs: ModelInputs,
+                  index: int, write_outputs: bool) -> Measurement:
+    """Round `index` of one candidate: the session's committed one, or a new fresh-process measurement.
+
+    The machine's benchmark slot is held around the subprocess (one measurement per machine, whichever of
+    the CLI, `dvc repro`, Prefect or `make bench` runs it), and the machine's load is sampled just before.
+    """
+    from edgeopt.orchestration import benchmark_slot
+
+    done = session.committed_round(record.name, index)
+    if done is not None:
+        return done.model_copy(update={"reused": True})
+    ws = ctx.ws
+    out = session.round_dir(record.name, index)
+    orch = ctx.params.orchestration
+    with benchmark_slot(orch.benchmark_concurrency_limit, orch.benchmark_wait_s, f"{ctx.namespace}/{record.name}"), \
+            file_lock(ws.root / ".locks" / f"measure-{record.name}-{stable_hash(str(out))[:8]}.lock"):
+        (out / "key.txt").unlink(missing_ok=True)
+        load = machine.load()
+        m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), ws.confine(Path(inputs.path)),
+                                  ctx.cfg.benchmark, out, memory_limit_mb=ctx.params.isolation.memory_limit_mb,
+                                  round_index=index, write_outputs=write_outputs,
+                                  outputs_dir=ws.measurement_dir(record.name))
+        rounds = [r.model_copy(update={"load": load, "under_load": machine.under_load(load)}) for r in m.rounds]
+        m = m.model_copy(update={"rounds": rounds, "session": session.id})
+        m.write(out / MEASUREMENT_FILE)
+        write_text_atomic(out / "key.txt", session._marker(record.name))
+    return m
+
+
+def pooled(parts: list[Measurement], session: Session) -> Measurement:
+    """A candidate's rounds pooled, stamped with the session."""
+    return combine(parts).model_copy(update={"session": session.id, "reused": all(p.reused for p in parts)})
 
 
 def measurement_present(ctx: PipelineContext, name: str, key: str) -> bool:
-    """Whether `measurements/<name>` holds a complete measurement made under this key."""
-    out = ctx.ws.measurement_dir(name)
-    key_file = out / "key.txt"
-    return key_file.is_file() and key_file.read_text() == key and (out / "measurement.json").is_file()
+    """Whether `measurements/<name>` holds a pooled measurement made under this key (any session)."""
+    marker = ctx.ws.measurement_dir(name) / "key.txt"
+    return marker.is_file() and marker.read_text().split(" ")[0] == key and \
+        (ctx.ws.measurement_dir(name) / MEASUREMENT_FILE).is_file()
 
-
-def measure_candidate(ctx: PipelineContext, record: CandidateRecord, inputs: ModelInputs) -> Measurement:
-    """Measure in a fresh, isolated subprocess; reuse a measurement of the same artifact, inputs and settings.
-
-    `key.txt` is the commit marker: removed before measuring, written (atomically) only after a
-    complete measurement, so a measurement killed half-way is never reused.
-    """
-    ws = ctx.ws
-    out = ws.measurement_dir(record.name)
-    key = measurement_key(ctx, record, inputs)
-    key_file = out / "key.txt"
-    if measurement_present(ctx, record.name, key):
-        return Measurement.model_validate_json((out / "measurement.json").read_text())
-    # Keyed by the folder: a measurement target (its own measurements/) does not wait on the host's.
-    with file_lock(ws.root / ".locks" / f"measure-{record.name}-{stable_hash(str(out))[:8]}.lock"):
-        if measurement_present(ctx, record.name, key):
-            return Measurement.model_validate_json((out / "measurement.json").read_text())
-        key_file.unlink(missing_ok=True)
-        m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), ws.confine(Path(inputs.path)),
-                                  ctx.cfg.benchmark, out, memory_limit_mb=ctx.params.isolation.memory_limit_mb)
-        write_text_atomic(key_file, key)
-    return m

@@ -42,6 +42,9 @@ class Speed:
     throughput: LatencyStats
     throughput_items_per_s: float
     extra: dict[str, float] = field(default_factory=dict)
+    # Raw per-iteration series (seconds, or items/s): `latency_s`, `throughput_s`, and any of the task's own
+    # (e.g. `decode_tok_s`); stored with the round and bootstrapped across rounds (edgeopt.rounds).
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -197,9 +200,10 @@ def batch_speed(make_call: Callable[[int], Callable[[], object]], bench: Benchma
     lat = timed_loop(make_call(b1), bench.warmup_iterations, bench.min_iterations, bench.min_time_s)
     thr = timed_loop(make_call(tb), max(1, bench.warmup_iterations // 2), max(3, bench.min_iterations // 4),
                      bench.min_time_s)
-    thr_stats = stats(thr, tb)
-    return Speed(latency=stats(lat, b1), throughput=thr_stats,
-                 throughput_items_per_s=tb / (thr_stats.mean_ms / 1000.0), extra=extra or {})
+    items_per_s = [tb / d for d in thr]
+    return Speed(latency=stats(lat, b1), throughput=stats(thr, tb),
+                 throughput_items_per_s=float(np.median(items_per_s)), extra=extra or {},
+                 samples={"latency_s": lat, "throughput_s": thr, "items_per_s": items_per_s})
 
 
 def get_workload(task: str) -> Workload:

@@ -42,7 +42,8 @@ def test_fp32_export_matches_hf_and_decodes_greedily(scored: Callable[..., dict[
     assert fp32["top1"] >= 0.99
     assert fp32["kld"] < 1e-5
     runner = fp32["runner"]
-    assert runner.runtime_info()["intra_op_threads"] == THREADS
+    info = runner.runtime_info()
+    assert info["intra_op_threads"] == THREADS and info["kv_cache"] == "f32"
     prompt, hf_tokens = hf_greedy
     gen = runner.generate(prompt, len(hf_tokens))
     assert len(gen.token_ids) == len(hf_tokens) and len(gen.decode_s) == len(hf_tokens) - 1
@@ -180,3 +181,123 @@ def test_roofline_from_the_onnx_graphs(scored: Callable[..., dict[str, Any]], hf
     assert details["is_symmetric"] and details["quantize_lm_head"]
     bytes_per_param = 0.5 + 4 / details["block_size"]
     assert abs(roofs["int4"]["weight_bytes"] / (ref["matmul_params"] * bytes_per_param) - 1) < 0.02
+
+
+
+def _stored_bytes(init: Any) -> int:
+    """An initializer's data as stored in the file: its raw bytes, or its typed values' size."""
+    from onnx import numpy_helper
+
+    return len(init.raw_data) if init.raw_data else int(numpy_helper.to_array(init).nbytes)
+
+
+def test_roofline_reads_the_graph_skeleton_not_the_weights(scored: Callable[..., dict[str, Any]]) -> None:
+    """The roofline is sized from the skeleton (onnx_skeleton): every initializer's name, shape and type, none
+    of its data, and the bytes they add up to are the bytes stored in the file."""
+    import onnx
+
+    from edgeopt.adapters.onnxruntime_llm import _tensor_size, onnx_skeleton
+
+    for c in (_fp32(scored), scored("ort-int4", "ort-matmulnbits-int4", {}, "ort-fp32")):
+        path = c["dir"] / c["out"].model_file
+        skeleton, full = onnx_skeleton(path), onnx.load(str(path))
+        assert len(skeleton.graph.node) == len(full.graph.node)
+        assert [(i.name, list(i.dims), i.data_type) for i in skeleton.graph.initializer] == [
+            (i.name, list(i.dims), i.data_type) for i in full.graph.initializer]
+        assert not any(i.raw_data or i.float_data or i.int64_data for i in skeleton.graph.initializer)
+        stored = sum(_stored_bytes(i) for i in full.graph.initializer)
+        assert sum(_tensor_size(i.dims, i.data_type)[0] for i in skeleton.graph.initializer) == stored
+        assert len(skeleton.SerializeToString()) < 4_000_000  # ~1.3 MB of graph, against 103 / 653 MB files
+        del full
+        # The fp32 graph reads every stored weight but the embedding table (the lookup; the tied head is its
+        # transposed copy) and a few bytes of shape constants.
+        if c["out"].precision == "fp32":
+            table = next(i for i in skeleton.graph.initializer if list(i.dims) == [49152, 576])
+            roof = c["runner"].roofline()["weight_bytes"]
+            assert 0 <= roof - (stored - _tensor_size(table.dims, table.data_type)[0]) < 100_000
+
+
+def _model_with_every_tensor_kind(path: Path, external: bool) -> Any:
+    """Initializers as raw bytes and as typed values, a Constant node and a Constant inside an If branch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    const = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((4, 4), np.float32)))
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["t"], value=numpy_helper.from_array(np.ones(5, np.float32)))],
+        "branch", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [5])])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["x"]), helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+         const, helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch)],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(np.random.default_rng(0).random((64, 32), dtype=np.float32), "W"),
+         numpy_helper.from_array(np.random.default_rng(1).random((100, 64), dtype=np.float32), "E"),
+         helper.make_tensor("idx", TensorProto.INT64, [3], [1, 2, 3])],  # int64_data, not raw_data
+    )
+    model = helper.make_model(graph)
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save_model(model, str(path))
+    return model
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_onnx_skeleton_of_every_tensor_kind(tmp_path: Path, external: bool) -> None:
+    from edgeopt.adapters.onnxruntime_llm import _graph_description, onnx_skeleton
+
+    path = tmp_path / "model.onnx"
+    model = _model_with_every_tensor_kind(path, external)
+    skeleton = onnx_skeleton(path)
+    assert [(i.name, list(i.dims), i.data_type) for i in skeleton.graph.initializer] == [
+        ("W", [64, 32], 1), ("E", [100, 64], 1), ("idx", [3], 7)]
+    assert not any(i.raw_data or i.int64_data for i in skeleton.graph.initializer)
+    assert all(i.external_data for i in skeleton.graph.initializer) == external
+    value = skeleton.graph.node[2].attribute[0].t
+    assert list(value.dims) == [4, 4] and not value.raw_data
+    assert list(skeleton.graph.node[3].attribute[0].g.node[0].attribute[0].t.dims) == [5]
+    # W read by the MatMul (64 x 32 fp32); the table E only looked up; the Constants are consumed by no op.
+    assert weight_reads(*_graph_description(skeleton)) == (64 * 32 * 4, 64 * 32)
+    assert _graph_description(skeleton) == _graph_description(model)
+    path.write_bytes(path.read_bytes()[:-7])  # cut inside the last field
+    with pytest.raises(ValueError, match="truncated"):
+        onnx_skeleton(path)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        onnx_skeleton(tmp_path / "empty.onnx")
+
+
+def test_onnx_skeleton_does_not_raise_the_peak_rss(tmp_path: Path) -> None:
+    """In a fresh process, sizing a model with 256 MB of inline weights leaves its peak RSS where it was
+    (onnx.load(path, load_external_data=False) adds twice the weights: the file's bytes and the parsed proto)."""
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = tmp_path / "big.onnx"
+    weights = [numpy_helper.from_array(np.full((4096, 4096), i, dtype=np.float32), f"w{i}") for i in range(4)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]) for i in range(4)], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 4096]) for i in range(4)], weights)
+    onnx.save_model(helper.make_model(graph), str(path))
+    del weights, graph
+    script = (
+        "import sys\n"
+        "def hwm():\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) / 1024\n"
+        "from edgeopt.adapters.causal_lm_common import weight_reads\n"
+        "from edgeopt.adapters.onnxruntime_llm import _graph_description, onnx_skeleton\n"
+        "before = hwm()\n"
+        "print(weight_reads(*_graph_description(onnx_skeleton(sys.argv[1])))[0], hwm() - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    weight_bytes, growth_mb = out.stdout.split()
+    assert int(weight_bytes) == 4 * 4096 * 4096 * 4
+    assert float(growth_mb) < 8, f"sizing the model raised the peak RSS by {growth_mb} MB"

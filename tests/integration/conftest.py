@@ -24,7 +24,7 @@ def reduced_params(tmp: Path, **pipeline_overrides: object) -> dict:
     p["candidates"] = [c for c in p["candidates"] if c["recipe"] not in {"olive-optimize", "mlx-convert"}]
     p["data"].update(max_pairs=80, fidelity_sentences=48)
     p["benchmark"].update(min_iterations=8, min_time_s=0.3, warmup_iterations=2, throughput_batch_size=8,
-                          timeout_s=600)
+                          timeout_s=600, rounds=2, extra_rounds=1)
     p.update(copy.deepcopy(pipeline_overrides))
     return raw
 
@@ -53,6 +53,8 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineR
 
     tmp = tmp_path_factory.mktemp("run")
     raw = reduced_params(tmp)
+    # The champion test needs a promotion, not a real 2x speed-up on a shared machine (that is a bench/ row).
+    raw["pipelines"]["minilm"]["gates"]["min_speedup"] = 0.01
     # One candidate that fails inside its framework: an IR cannot be statically quantized by ORT.
     raw["pipelines"]["minilm"]["candidates"].append(
         {"name": "broken-static", "recipe": "ort-static-int8", "parent": "ov-fp32"})

@@ -53,8 +53,10 @@ def detection_params(tmp: Path) -> dict:
         "data": {"kind": "skimage-photographs", "n_eval": 24, "n_calibration": 16, "seed": 0},
         "candidates": copy.deepcopy(CANDIDATES),
         "benchmark": {**template["benchmark"], "min_iterations": 8, "min_time_s": 0.3, "warmup_iterations": 2,
-                      "throughput_batch_size": 4, "quality_batch_size": 8, "timeout_s": 600},
-        "gates": {"min_quality_retention": 0.5, "min_speedup": 0.5, "min_footprint_reduction": -1},
+                      "throughput_batch_size": 4, "quality_batch_size": 8, "timeout_s": 600, "rounds": 2,
+                      "extra_rounds": 0},
+        # The champion test needs a promotion, not a real speed-up on a shared machine.
+        "gates": {"min_quality_retention": 0.5, "min_speedup": 0.01, "min_footprint_reduction": -1},
         "selection": {"baseline": "onnx-fp32", "quality_metrics": ["map"],
                       "objectives": ["latency_p50_ms", "size_mb", "quality_loss"],
                       "pick": {"by": "latency_p50_ms", "min_quality_retention": 0.8}},

@@ -37,7 +37,8 @@ def image_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     p = raw["pipelines"]["effnet"]
     p["data"].update(n_eval=128, n_calibration=32)
     p["benchmark"].update(min_iterations=8, min_time_s=0.3, warmup_iterations=2, throughput_batch_size=4,
-                          timeout_s=600)
+                          timeout_s=600, rounds=2, extra_rounds=0)
+    p["gates"]["min_speedup"] = 0.01  # the champion test needs a promotion, not a real speed-up here
     raw["pipelines"] = {"effnet": p}
     params_path = write_params(tmp, raw)
     (outcome,) = optimize(str(params_path), ["effnet"])

@@ -29,7 +29,7 @@ def llm_params(tmp: Path) -> dict:
     p = raw["pipelines"]["smollm2"]
     p["data"].update(windows=4, window_tokens=128)
     p["benchmark"].update(prompt_tokens=64, decode_tokens=8, warmup_iterations=1, min_iterations=2,
-                          min_time_s=0, timeout_s=900)
+                          min_time_s=0, timeout_s=900, rounds=2, extra_rounds=0)
     p["candidates"] = [c for c in p["candidates"] if c["name"] in CANDIDATES]
     p["gates"]["min_speedup"] = 0.01  # speed is not asserted on a shared machine
     return raw

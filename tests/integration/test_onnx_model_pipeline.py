@@ -47,7 +47,7 @@ def om_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
                      "ranges": {"images": [0.0, 1.0]}, "n_eval": 8, "n_calibration": 8, "seed": 0},
             "candidates": CANDIDATES,
             "benchmark": {"threads": 2, "batch_size": 1, "throughput_batch_size": 2, "warmup_iterations": 1,
-                          "min_iterations": 4, "min_time_s": 0.2, "timeout_s": 600},
+                          "min_iterations": 4, "min_time_s": 0.2, "timeout_s": 600, "rounds": 2, "extra_rounds": 0},
             # Loose gates: this run proves the plumbing, not a speed-up on a shared CI machine.
             "gates": {"min_quality_retention": 0.5, "min_speedup": 0.01, "min_footprint_reduction": -10},
             "selection": {"baseline": "onnx-fp32", "quality_metrics": ["min_cosine"],

@@ -109,9 +109,13 @@ def test_rerun_reuses_finished_work(pipeline_run: PipelineRun) -> None:
     outcomes = optimize(str(pipeline_run.params_path), ["minilm"], promote=False)
     after = {p.name: (p / "candidate.json").stat().st_mtime_ns for p in cands.iterdir()}
     assert after == before  # nothing rebuilt
-    first = {r.name: r.measurement for r in pipeline_run.outcomes[0].selection.candidates}
-    again = {r.name: r.measurement for r in outcomes[0].selection.candidates}
-    assert again == first  # measurements came from the cache, not a new benchmark (its speed is a bench/ row)
+    first = {r.name: r.measurement for r in pipeline_run.outcomes[0].selection.candidates if r.measurement}
+    again = {r.name: r.measurement for r in outcomes[0].selection.candidates if r.measurement}
+    assert first and all(not m.reused for m in first.values())
+    # The whole session came from the cache, not a new benchmark (its speed is a bench/ row), marked reused.
+    assert all(m.reused for m in again.values())
+    assert {n: m.model_copy(update={"reused": False}) for n, m in again.items()} == first
+    assert len({m.session for m in again.values()}) == 1
 
 
 def test_failed_expectation_stops_the_run(tmp_path) -> None:

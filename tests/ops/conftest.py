@@ -210,8 +210,9 @@ def _browser(cmd: list[str], timeout_s: float = 180) -> tuple[int, str, str]:
 # more than both of these, and every target measures the baseline again).
 CHEAP = [{"name": "onnx-fp32", "recipe": "onnx-export"},
          {"name": "ort-int8-dynamic", "recipe": "ort-dynamic-int8", "parent": "onnx-fp32"}]
-# The test is about orchestration, not speed: a contended CI box must not fail the speed-up gate.
-GATES = {"min_quality_retention": 0.9, "min_speedup": 0.5, "min_footprint_reduction": 0.5}
+# The test is about orchestration, not speed: a contended CI box must not fail the speed-up gate (speed
+# claims belong in bench/).
+GATES = {"min_quality_retention": 0.9, "min_speedup": 0.01, "min_footprint_reduction": 0.5}
 HOST_POOL, POOLS = "ops-host", {"edge-a": "ops-edge-a", "edge-b": "ops-edge-b"}
 LIMIT = "ops-benchmark"  # one machine stands in for all three, so they share its benchmark slot
 RUN_TIMEOUT_S = 1500

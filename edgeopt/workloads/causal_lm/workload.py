@@ -210,6 +210,12 @@ class CausalLM(Workload):
             throughput=stats([sum(r.decode_s) for r in runs], len(runs[0].decode_s)),
             throughput_items_per_s=decode_tok_s,
             extra=extra,
+            # Per-token decode times pool across rounds; per-generation rates are one sample per generation.
+            samples={"latency_s": per_token, "throughput_s": [sum(r.decode_s) for r in runs],
+                     "items_per_s": [len(r.decode_s) / sum(r.decode_s) for r in runs],
+                     "decode_tok_s": [len(r.decode_s) / sum(r.decode_s) for r in runs],
+                     "prompt_tok_s": [len(prompt) / r.ttft_s for r in runs],
+                     "ttft_ms": [r.ttft_s * 1000 for r in runs]},
         )
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
@@ -244,13 +250,17 @@ class CausalLM(Workload):
         cand = json.loads((candidate_dir / QUALITY_FILE).read_text())
         base = json.loads((baseline_dir / QUALITY_FILE).read_text())
         ppl_ratio = cand["ppl"] / base["ppl"]
-        return Quality(
-            metrics={"ppl": cand["ppl"], "ppl_ratio": ppl_ratio, "kld": cand["kld"], "top1": cand["top1"]},
-            # top1 is already relative to the reference. exp(-KLD) is the geometric-mean ratio of the
-            # candidate's to the reference's probability on the reference's own distribution.
-            retention={"top1": cand["top1"], "ppl": 1.0 / ppl_ratio, "ppl_ratio": 1.0 / ppl_ratio,
-                       "kld": math.exp(-cand["kld"])},
-        )
+        metrics = {"ppl": cand["ppl"], "ppl_ratio": ppl_ratio, "kld": cand["kld"], "top1": cand["top1"]}
+        # top1 is already relative to the reference. exp(-KLD) is the geometric-mean ratio of the
+        # candidate's to the reference's probability on the reference's own distribution.
+        kept = {"top1": cand["top1"], "ppl": 1.0 / ppl_ratio, "ppl_ratio": 1.0 / ppl_ratio,
+                "kld": math.exp(-cand["kld"])}
+        # Bootstrap CIs over the evaluation windows, from the per-position scores the child saved.
+        from edgeopt.workloads.causal_lm.quality import quality_intervals, window_means
+
+        ci, kept_ci = quality_intervals(window_means(candidate_dir / POSITIONS_FILE),
+                                        window_means(baseline_dir / POSITIONS_FILE), metrics, kept)
+        return Quality(metrics=metrics, retention=kept, ci=ci, retention_ci=kept_ci)
 
     def python_model(self) -> Path:
         return Path(__file__).with_name("serving_code.py")

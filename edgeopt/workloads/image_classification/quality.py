@@ -143,3 +143,39 @@ def compare_logits(
             out[f"top{k}_accuracy"] = topk_accuracy(candidate, labels, k)
             out[f"base_top{k}_accuracy"] = topk_accuracy(base, labels, k)
     return out
+
+
+# -- confidence intervals: every metric is a mean over inputs -------------------------------------------------------
+
+Interval = tuple[float, float]
+
+
+def per_sample_scores(base: np.ndarray, candidate: np.ndarray) -> dict[str, np.ndarray]:
+    """float [n'] per agreement metric and softmax_kld: the per-input values whose means `compare_logits` reports
+    (decisive_top1_agreement: over the decisive inputs only, all of them if there are none)."""
+    k5 = min(5, np.asarray(base).shape[-1])
+    same = top1_agreement_per_sample(base, candidate)
+    mask = decisive(np.asarray(base, dtype=np.float64))
+    return {"top1_agreement": same, "decisive_top1_agreement": same[mask] if mask.any() else same,
+            "top5_overlap": topk_overlap_per_sample(base, candidate, k5),
+            "softmax_kld": softmax_kld_per_sample(base, candidate)}
+
+
+def quality_intervals(base: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None,
+                      metrics: dict[str, float], retention: dict[str, float],
+                      retained: tuple[str, ...]) -> tuple[dict[str, Interval], dict[str, Interval]]:
+    """(ci, retention_ci), bootstrapped over the evaluation inputs: a mean CI of every metric in `metrics`
+    (softmax_kld only where it is finite); the agreements in `retained` are relative to the base already, so
+    their retention CI is their CI; accuracy retention pairs each input's hit with the base's on it."""
+    from edgeopt.metrics import mean_interval, present, ratio_interval
+
+    per = per_sample_scores(base, candidate)
+    if labels is not None:
+        k5 = min(5, np.asarray(base).shape[1])
+        for name, k in (("top1_accuracy", 1), ("top5_accuracy", k5)):
+            per[name] = topk_accuracy_per_sample(candidate, labels, k)
+            per[f"base_{name}"] = topk_accuracy_per_sample(base, labels, k)
+    ci = present({k: mean_interval(per[k], v) for k, v in metrics.items() if k in per})
+    retention_ci = present({k: ci.get(k) if k in retained else ratio_interval(per[k], per[f"base_{k}"], point=v)
+                            for k, v in retention.items() if k in per})
+    return ci, retention_ci

@@ -256,8 +256,9 @@ class ImageClassification(Workload):
 
     def quality(self, candidate_dir: Path, baseline_dir: Path) -> Quality:
         """Agreement with the baseline (its own retention); KLD (metrics only: lower is better, gate it with
-        gates.max_metrics); with labels, top-1/top-5 accuracy and retention = candidate / baseline."""
-        from edgeopt.workloads.image_classification.quality import compare_logits, topk_accuracy
+        gates.max_metrics); with labels, top-1/top-5 accuracy and retention = candidate / baseline. Each with a
+        bootstrap CI over the images (`ci`, `retention_ci`: accuracy retention paired per image)."""
+        from edgeopt.workloads.image_classification.quality import compare_logits, quality_intervals, topk_accuracy
 
         with np.load(Path(candidate_dir) / LOGITS_FILE) as c, np.load(Path(baseline_dir) / LOGITS_FILE) as b:
             cand, base = c["logits"], b["logits"]
@@ -274,9 +275,11 @@ class ImageClassification(Workload):
                             "top5_accuracy": topk_accuracy(base, labels, k5)}
                 metrics.update(acc)
                 ret.update(retention(acc, base_acc))
+            # Bootstrap CIs over the evaluation images (every metric is a mean over them).
+            ci, ret_ci = quality_intervals(base, cand, labels, metrics, ret, AGREEMENT)
         except ValueError as err:  # e.g. a candidate with another number of classes than the baseline
             raise CandidateError(f"cannot compare logits with the baseline's: {err}") from None
-        return Quality(metrics=metrics, retention=ret)
+        return Quality(metrics=metrics, retention=ret, ci=ci, retention_ci=ret_ci)
 
     # -- serving ----------------------------------------------------------------------------------
 

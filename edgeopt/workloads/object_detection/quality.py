@@ -75,12 +75,33 @@ def compare(base: Sequence[Detections], candidate: Sequence[Detections], sizes: 
     return metrics, retention(scores, mean_ap(reference, base, sizes, n_classes))
 
 
+def detection_intervals(candidate: Sequence[Detections], score_threshold: float,
+                        metrics: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Bootstrap CIs over the images of the metrics that are means over them: detections_per_image.
+
+    mAP is not a mean over images (precision and recall pool every image's detections per class before the
+    average), and a bootstrap over images would rerun the COCO evaluation a thousand times: it gets none.
+    """
+    from edgeopt.metrics import mean_interval, present
+
+    counts = [len(d) for d in confident(candidate, score_threshold)]
+    return present({"detections_per_image": mean_interval(counts, metrics["detections_per_image"])})
+
+
 def quality_of(candidate_file: Path, baseline_file: Path) -> tuple[dict[str, float], dict[str, float]]:
     """`compare` on two saved detections files (the labels and threshold are the baseline's)."""
+    metrics, kept, _ = quality_and_intervals(candidate_file, baseline_file)
+    return metrics, kept
+
+
+def quality_and_intervals(candidate_file: Path, baseline_file: Path) -> tuple[dict[str, float], dict[str, float],
+                                                                              dict[str, tuple[float, float]]]:
+    """`quality_of`, and the CIs of `detection_intervals`."""
     cand, _ = load_detections(candidate_file)
     base, arrays = load_detections(baseline_file)
     if len(cand) != len(base):
         raise ValueError(f"{len(cand)} images against the baseline's {len(base)}")
     labels = reference_boxes(arrays, len(base))
-    return compare(base, cand, image_sizes(arrays["frames"]), int(arrays["n_classes"]),
-                   float(arrays["score_threshold"]), labels)
+    threshold = float(arrays["score_threshold"])
+    metrics, kept = compare(base, cand, image_sizes(arrays["frames"]), int(arrays["n_classes"]), threshold, labels)
+    return metrics, kept, detection_intervals(cand, threshold, metrics)

@@ -188,13 +188,15 @@ class ObjectDetection(Workload):
     def quality(self, candidate_dir: Path, baseline_dir: Path) -> Quality:
         """mAP@[.5:.95] and mAP@.5 against the reference boxes, detections per image; retention as `quality`
         explains (the mAP itself for pseudo-labels, candidate / base against labels)."""
-        from edgeopt.workloads.object_detection.quality import DETECTIONS_FILE, quality_of
+        from edgeopt.workloads.object_detection.quality import DETECTIONS_FILE, quality_and_intervals
 
         try:
-            metrics, kept = quality_of(Path(candidate_dir) / DETECTIONS_FILE, Path(baseline_dir) / DETECTIONS_FILE)
+            metrics, kept, ci = quality_and_intervals(Path(candidate_dir) / DETECTIONS_FILE,
+                                                      Path(baseline_dir) / DETECTIONS_FILE)
         except ValueError as err:  # e.g. a baseline that detects nothing confidently: mAP is undefined
             raise CandidateError(f"cannot score detections against the reference: {err}") from None
-        return Quality(metrics=metrics, retention=kept)
+        # mAP (all of the retention) is not a mean over images: no CI (see quality.detection_intervals).
+        return Quality(metrics=metrics, retention=kept, ci=ci)
 
     # -- serving ----------------------------------------------------------------------------------
 

@@ -11,11 +11,14 @@ Per output (every value as float64, integer and boolean outputs too):
 A value both sides hold identically (an infinity included) is no error. A non-finite value that differs (a NaN,
 an overflow) is a broken output: that sample's cosine is 0, its rows disagree, rel_l2 and max_abs are
 BROKEN_ERROR and snr_db is -SNR_CAP_DB. Every number stays finite, so records and MLflow keep them.
+
+Cosine and argmax agreement (and the weakest output's of each) get bootstrap confidence intervals over the
+samples (`per_sample`, `quality_intervals`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -128,3 +131,63 @@ def summarize(per_output: dict[str, dict[str, float]]) -> dict[str, float]:
         if values:
             out[name] = float(weakest(values))
     return out
+
+
+# -- confidence intervals: cosine and argmax agreement are means over samples ----------------------------------------
+# rel_l2, snr_db (ratios of sums over every value) and max_abs (a maximum) are not: they get no interval.
+
+Interval = tuple[float, float]
+
+
+def per_sample(base: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
+               class_scores: bool) -> dict[str, np.ndarray]:
+    """float [samples]: each sample's `cosine`; for class scores also its `argmax_hits` (rows whose highest column
+    is the base's) and `argmax_rows`, so that agreement = sum(hits) / sum(rows) as `compare_output` has it."""
+    pairs = list(zip(base, candidate, strict=True))
+    out = {"cosine": np.asarray([cosine_similarity(b, c) for b, c in pairs], dtype=np.float64)}
+    if class_scores:
+        out["argmax_hits"] = np.asarray([argmax_agreement_per_row(b, c).sum() for b, c in pairs], dtype=np.float64)
+        out["argmax_rows"] = np.asarray([np.shape(b)[0] for b, _ in pairs], dtype=np.float64)
+    return out
+
+
+def _agreement(per: dict[str, np.ndarray], idx: np.ndarray) -> float:
+    rows = float(per["argmax_rows"][idx].sum())
+    return float(per["argmax_hits"][idx].sum()) / rows if rows else float("nan")
+
+
+def _agreement_interval(per: dict[str, np.ndarray], point: float) -> Interval | None:
+    from edgeopt.metrics import mean_interval, resampled_interval
+
+    rows = per["argmax_rows"]
+    if rows.size and rows[0] > 0 and np.all(rows == rows[0]):  # as many rows in every sample: a plain mean
+        return mean_interval(per["argmax_hits"] / rows, point)
+    return resampled_interval(rows.size, lambda i: _agreement(per, i), point)  # rows clustered by sample
+
+
+def quality_intervals(per_output: dict[str, dict[str, np.ndarray]], metrics: dict[str, float],
+                      key: Callable[[str, str], str],
+                      retained: Sequence[str]) -> tuple[dict[str, Interval], dict[str, Interval]]:
+    """(ci, retention_ci) bootstrapped over the evaluation samples, from each output's `per_sample` values:
+    `cosine.<output>`, `argmax_agreement.<output>`, and the weakest output's (`min_cosine`,
+    `min_argmax_agreement`: every output's value on the same resampled samples, their minimum). `retained`
+    metrics are relative to the base already: their retention CI is their CI."""
+    from edgeopt.metrics import mean_interval, present, resampled_interval
+
+    ci: dict[str, Interval | None] = {}
+    for name, per in per_output.items():
+        ci[key("cosine", name)] = mean_interval(per["cosine"], metrics.get(key("cosine", name)))
+        if "argmax_hits" in per:
+            ci[key("argmax_agreement", name)] = _agreement_interval(per, metrics[key("argmax_agreement", name)])
+    cosines = [per["cosine"] for per in per_output.values()]
+    classes = [per for per in per_output.values() if "argmax_hits" in per]
+    n = len(cosines[0]) if cosines else 0
+    if "min_cosine" in metrics and cosines:
+        ci["min_cosine"] = ci[key("cosine", next(iter(per_output)))] if len(cosines) == 1 else resampled_interval(
+            n, lambda i: min(float(np.mean(c[i])) for c in cosines), metrics["min_cosine"])
+    if "min_argmax_agreement" in metrics and classes:
+        only = [name for name, per in per_output.items() if "argmax_hits" in per]
+        ci["min_argmax_agreement"] = ci[key("argmax_agreement", only[0])] if len(classes) == 1 else \
+            resampled_interval(n, lambda i: min(_agreement(per, i) for per in classes), metrics["min_argmax_agreement"])
+    out = present(ci)
+    return out, {k: out[k] for k in retained if k in out}

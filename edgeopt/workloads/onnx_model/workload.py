@@ -47,7 +47,14 @@ from edgeopt.workloads.onnx_model.data import (
     synthesize,
     write_data,
 )
-from edgeopt.workloads.onnx_model.quality import PER_OUTPUT, compare_output, looks_like_class_scores, summarize
+from edgeopt.workloads.onnx_model.quality import (
+    PER_OUTPUT,
+    compare_output,
+    looks_like_class_scores,
+    per_sample,
+    quality_intervals,
+    summarize,
+)
 
 ONNX_FILE = "model.onnx"
 OUTPUTS_FILE = "outputs.npz"  # names [k]; v<j>: output j of every sample, flattened and concatenated; s<j>: shapes
@@ -265,23 +272,27 @@ class OnnxModelWorkload(Workload):
         """Per output `<metric>.<output>` (cosine, rel_l2, max_abs, snr_db, argmax_agreement of class scores), and
         the weakest output's (`min_cosine`, `max_rel_l2`, `max_abs_error`, `min_snr_db`, `min_argmax_agreement`).
         Cosine and argmax agreement are relative to the base already: their own retention. Lower-is-better ones
-        are gated with gates.max_metrics."""
+        are gated with gates.max_metrics. Cosine and argmax agreement get bootstrap CIs over the samples."""
         base, cand = read_outputs(Path(baseline_dir)), read_outputs(Path(candidate_dir))
         missing = [n for n in base if n not in cand]
         if missing:
             raise CandidateError(f"the candidate has no output(s) {', '.join(missing)} (it has {', '.join(cand)})")
         per_output: dict[str, dict[str, float]] = {}
+        samples_of: dict[str, dict[str, np.ndarray]] = {}  # each output's per-sample values, for the CIs
         try:
             for name, samples in base.items():
                 first = samples[0]
                 classes = looks_like_class_scores(first.ndim, first.dtype, first.shape[1] if first.ndim == 2 else None)
                 per_output[name] = compare_output(samples, cand[name], classes)
+                samples_of[name] = per_sample(samples, cand[name], classes)
         except ValueError as err:
             raise CandidateError(f"cannot compare output {name} with the baseline's: {err}") from None
         metrics = summarize(per_output)
         for name, scores in per_output.items():
             metrics.update({_key(m, name): scores[m] for m in PER_OUTPUT if m in scores})
-        return Quality(metrics=metrics, retention={k: metrics[k] for k in RETAINED if k in metrics})
+        ci, retention_ci = quality_intervals(samples_of, metrics, _key, RETAINED)
+        return Quality(metrics=metrics, retention={k: metrics[k] for k in RETAINED if k in metrics}, ci=ci,
+                       retention_ci=retention_ci)
 
     # -- serving ----------------------------------------------------------------------------------
 

@@ -12,7 +12,15 @@ from edgeopt import columns as col
 from edgeopt.config import BenchmarkConfig, PipelineConfig
 from edgeopt.errors import CandidateError, UserError
 from edgeopt.iospec import Feed, IOSpec
-from edgeopt.metrics import mean_cosine, retention, retrieval_metrics
+from edgeopt.metrics import (
+    cosine_per_row,
+    mean_cosine,
+    mean_interval,
+    present,
+    ratio_interval,
+    retention,
+    retrieval_per_query,
+)
 from edgeopt.recipes import BaseModelInfo
 from edgeopt.results import EvalDataSummary, Quality
 from edgeopt.sources import SourceFacts
@@ -163,14 +171,28 @@ class TextEmbedding(Workload):
         np.savez(out_dir / EMBEDDINGS_FILE, **embeddings)
 
     def quality(self, candidate_dir: Path, baseline_dir: Path) -> Quality:
-        cand, base = np.load(candidate_dir / EMBEDDINGS_FILE), np.load(baseline_dir / EMBEDDINGS_FILE)
-        base_retrieval = retrieval_metrics(base["queries"], base["documents"])
-        cand_retrieval = retrieval_metrics(cand["queries"], cand["documents"])
-        cosine = mean_cosine(base["fidelity"], cand["fidelity"])
+        """Cosine to the baseline's fidelity embeddings, recall@1/@10 and MRR with their retention; every one is a
+        mean over samples (sentences, queries), so each gets a bootstrap CI, retention paired per query."""
+        with np.load(candidate_dir / EMBEDDINGS_FILE) as c, np.load(baseline_dir / EMBEDDINGS_FILE) as b:
+            cand, base = {k: c[k] for k in QUALITY_SETS}, {k: b[k] for k in QUALITY_SETS}
+        base_per_query = retrieval_per_query(base["queries"], base["documents"])
+        cand_per_query = retrieval_per_query(cand["queries"], cand["documents"])
+        base_retrieval = {k: float(np.mean(v)) for k, v in base_per_query.items()}
+        cand_retrieval = {k: float(np.mean(v)) for k, v in cand_per_query.items()}
+        per_sentence = cosine_per_row(base["fidelity"], cand["fidelity"])
+        cosine = float(np.mean(per_sentence))
+        ret = {"cosine": cosine, **retention(cand_retrieval, base_retrieval)}
+        # Queries are resampled with the document set fixed: each query's rank is against all documents.
+        ci = present({"cosine": mean_interval(per_sentence, cosine),
+                      **{k: mean_interval(v, cand_retrieval[k]) for k, v in cand_per_query.items()}})
         return Quality(
             metrics={"cosine": cosine, **cand_retrieval},
-            # Cosine is already relative to the baseline, so it is its own retention.
-            retention={"cosine": cosine, **retention(cand_retrieval, base_retrieval)},
+            # Cosine is already relative to the baseline (1 against itself), so it is its own retention.
+            retention=ret,
+            ci=ci,
+            retention_ci=present({"cosine": ci.get("cosine"),
+                                  **{k: ratio_interval(cand_per_query[k], base_per_query[k], point=ret[k])
+                                     for k in cand_per_query}}),
         )
 
     def serving_config(self, cfg: PipelineConfig, base: BaseModelInfo) -> dict[str, Any]:
