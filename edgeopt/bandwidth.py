@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt import machine
 from edgeopt.io.atomic import write_text_atomic
 
 CACHE_FILE = "machine-bandwidth.json"
@@ -30,32 +29,11 @@ BUFFER_MB = 256  # per side; L3 caches are tens of MB at most
 REPEATS = 5
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mem_total_kb() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def machine_fingerprint(threads: int) -> dict[str, Any]:
     """What makes a cached figure belong to this machine (and this thread count)."""
-    return {"host": socket.gethostname(), "machine": platform.machine(), "cpu": _cpu_model(),
-            "cpus": os.cpu_count() or 0, "mem_total_kb": _mem_total_kb(), "threads": threads}
+    ident = machine.identity()
+    return {"host": socket.gethostname(), "machine": ident["machine"], "cpu": ident["cpu_model"],
+            "cpus": ident["cores"], "mem_total_kb": ident["mem_total_kb"], "threads": threads}
 
 
 def measure_copy_bandwidth(threads: int = 1, buffer_mb: int = BUFFER_MB, repeats: int = REPEATS) -> float:

@@ -47,7 +47,7 @@ def identity() -> dict[str, Any]:
     """CPU model, ISA flags, cores, memory and kernel: what makes timings of two machines comparable."""
     flags = sorted(_cpuinfo_field("flags").split())
     return {
-        "cpu_model": _cpuinfo_field("model name") or platform.processor() or "unknown",
+        "cpu_model": _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown",
         "cpu_flags": flags,
         "cores": os.cpu_count() or 0,
         "mem_total_kb": _mem_total_kb(),

@@ -214,11 +214,10 @@ class FileBytes:
             start, stop = key.start, key.stop
             if self._start <= start and stop <= self._start + len(self._chunk):
                 return self._chunk[start - self._start : stop - self._start]
-            self._f.seek(start)
-            data = self._f.read(stop - start)
-            if len(data) != stop - start:
+            if not 0 <= start <= stop <= self._size:  # checked first: a corrupt length must not allocate
                 raise ValueError(f"truncated file: bytes {start}..{stop} are past the end ({self._size} bytes)")
-            return data
+            self._f.seek(start)
+            return self._f.read(stop - start)
         if not self._start <= key < self._start + len(self._chunk):
             if not 0 <= key < self._size:
                 raise ValueError(f"truncated file: byte {key} is past the end ({self._size} bytes)")

@@ -5,6 +5,12 @@ own quantizer; with `imatrix: true` it first collects an importance matrix on th
 from the evaluation windows). The base's GGUF form is made once in the prepare stage: a GGUF source dequantized
 to F32, or a Hugging Face folder converted by llama.cpp's convert_hf_to_gguf.py in the checkpoint's float type
 (edgeopt.workloads.causal_lm.reference_model). llama_cpp and gguf are imported inside functions.
+
+The runtime stores the KV cache at one precision per candidate, timed and scored alike: the recipe's `kv_cache`
+option (F32 by default, as every other runtime's cache; F16 is llama.cpp's own default and a common deployment
+choice, and its rounding is then part of the scores), recorded in the candidate's details and its runtime_info.
+The runtime reads the GGUF's header only (tensor index and metadata), never its tensor data: the only copy of
+the model in the measuring process is llama.cpp's own.
 """
 
 from __future__ import annotations
@@ -229,6 +235,8 @@ def gguf_header(path: Path) -> tuple[dict[str, Any], list[GgufTensorInfo]]:
         for _ in range(n_tensors):
             name = string()
             (n_dims,) = take("I")
+            if n_dims > 8:  # ggml has at most 4
+                raise ValueError(f"corrupt GGUF tensor index in {Path(path).name}: {name!r} has {n_dims} dims")
             dims = take("Q", n_dims)
             ggml_type, _offset = take("IQ")
             qtype = gguf.GGMLQuantizationType(ggml_type)

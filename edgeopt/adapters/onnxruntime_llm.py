@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.adapters.causal_lm_common import (
     INPUTS,
     LOGITS,
-    GraphConst,
     FileBytes,
+    GraphConst,
     GraphOp,
     check_window,
     example_inputs,

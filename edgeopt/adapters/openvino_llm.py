@@ -52,9 +52,10 @@ TASKS = ("causal-lm",)
 
 # The CPU plugin computes in bf16 by default on avx512_bf16/AMX machines: FP32 candidates ask for f32.
 InferencePrecision = Literal["f32", "bf16", "f16"]
-# KV-cache storage in the CPU plugin. Its default is u8 on this CPU, which the quality windows (fresh
-# state, one prefill pass each) never see, while decoding reads it; so f32 unless asked otherwise.
-# "auto" leaves the plugin's default. runtime_info records what was used.
+# KV-cache storage in the CPU plugin, one for timing and scoring: below f32, the quality windows are fed token
+# by token so they read the cache as decoding does (see OpenVINOCausalLM.logits). Its default is u8 on this
+# CPU; f32 unless asked otherwise, as every other runtime's cache. "auto" leaves the plugin's default.
+# runtime_info records what was used ("kv_cache") and how the windows were scored ("quality_windows").
 KvCachePrecision = Literal["f32", "f16", "u8", "auto"]
 
 
@@ -395,10 +396,11 @@ class OpenVINOCausalLM:
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         """Logits of every position of one window. With an f32 cache, one pass over the window. With a
-        compressed one (f16, u8), one token at a time, as decoding reads it: the CPU plugin's attention uses
-        a pass's own keys and values at full precision and only reads earlier passes' from the cache, so a
-        one-pass window would score an f32 cache whatever was asked (measured on SmolLM2: one-pass logits are
-        identical at f32, f16 and u8; token by token they move by ~0.01 at f16, ~0.4 at u8)."""
+        compressed one (f16, u8), one token at a time, as decoding runs: the CPU plugin's attention over a
+        multi-token pass (a prompt) uses the pass's own keys and values at full precision, while a one-token
+        pass (a decode step) reads them from the cache, so a one-pass window would score an f32 cache whatever
+        was asked (measured on SmolLM2: one-pass logits are identical at f32, f16 and u8; token by token they
+        move by ~0.01 at f16, ~0.4 at u8). It costs a decode step per token (~15 s per 256-token window here)."""
         ids = check_window(input_ids)
         self._request.reset_state()
         if not self._kv_through_cache():

@@ -46,7 +46,7 @@ def evaluate(
                   "precision": rec.precision if rec else None, "cache_key": rec.cache_key if rec else None}
         if spec.name in errors:
             status, stage, message = errors[spec.name]
-            rows.append(CandidateResult(status=status, stage=stage, error=message, **common))  # type: ignore[arg-type]
+            rows.append(CandidateResult(status=status, stage=stage, error=message, **common))
             continue
         if baseline not in measurements:
             rows.append(CandidateResult(status="failed", stage="evaluate",

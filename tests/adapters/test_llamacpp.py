@@ -43,6 +43,10 @@ def test_options_know_llama_quantize_types() -> None:
     with pytest.raises(ValueError):
         model.model_validate({"qtype": "Q8_0", "bits": 8})
     assert get_recipe("gguf-quantize").tasks == ("causal-lm",)
+    assert model.model_validate({}).kv_cache == "f32"  # as every other runtime's cache
+    assert model.model_validate({"kv_cache": "f16"}).kv_cache == "f16"
+    with pytest.raises(ValueError):
+        model.model_validate({"kv_cache": "q8_0"})
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,7 @@ def test_quantize_from_the_base_gguf_records_lineage(q8_0: tuple[Path, object]) 
     assert d["src"] == "base:gguf" and d["dst"] == "model.gguf"
     assert d["source_tensor_types"] == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
     assert d["tensor_types"]["Q8_0"] >= 200 and d["imatrix"] is None
+    assert d["kv_cache"] == "f32"  # what the runtime times and scores with
     assert d["base"] == {"source_file_type": "MOSTLY_Q4_1"}
     assert sorted(p.name for p in out.iterdir()) == ["model.gguf"]
 
@@ -98,8 +103,34 @@ def test_runner_logits_match_the_reference_harness(q4_1: Path) -> None:
     np.testing.assert_array_equal(got, llamacpp_logits(q4_1, window, threads=2, kv_cache="f32")[0])
     gen = runner.generate(window[0][:16], 6)
     assert len(gen.token_ids) == 6 and len(gen.decode_s) == 5 and gen.ttft_s > 0
-    # The first generated token is the greedy choice after the prompt (F16 vs F32 KV cache aside).
+    # The first generated token is the greedy choice after the prompt.
     assert gen.token_ids[0] == int(runner.logits(window[0][:16])[-1].argmax())
+
+
+def test_one_kv_cache_type_for_timing_and_scoring(q4_1: Path, tmp_path: Path) -> None:
+    import llama_cpp
+
+    from edgeopt.adapters.llamacpp import LlamaCppRunner
+    from edgeopt.recipes import get_runtime
+    from edgeopt.workloads.causal_lm.logits import llamacpp_logits, token_windows
+
+    window = token_windows(q4_1, 1, 32)[0]
+    for kv, ggml_type in (("f32", llama_cpp.GGML_TYPE_F32), ("f16", llama_cpp.GGML_TYPE_F16)):
+        (tmp_path / "model.gguf").unlink(missing_ok=True)
+        (tmp_path / "model.gguf").symlink_to(q4_1)
+        runner = get_runtime("llamacpp")(tmp_path, "model.gguf", {"kv_cache": kv}, 2)
+        assert isinstance(runner, LlamaCppRunner) and runner.kv_cache == kv
+        runner.generate(window[:8], 2)
+        got = runner.logits(window)
+        for ctx in (runner._speed, runner._quality):  # the timed and the scored context
+            assert (ctx.context_params.type_k, ctx.context_params.type_v) == (ggml_type, ggml_type)
+        assert runner.runtime_info()["kv_cache"] == kv
+        np.testing.assert_array_equal(got, llamacpp_logits(q4_1, window[None], threads=2, kv_cache=kv)[0])
+        assert runner.roofline()["kv_bytes_per_position"] == 30 * 2 * 3 * 64 * {"f32": 4, "f16": 2}[kv]
+    # A record from before the option: f32.
+    assert get_runtime("llamacpp")(tmp_path, "model.gguf", {}, 2).kv_cache == "f32"
+    with pytest.raises(CandidateError, match="unknown KV-cache type 'q8_0'"):
+        get_runtime("llamacpp")(tmp_path, "model.gguf", {"kv_cache": "q8_0"}, 2)
 
 
 def test_roofline_reads_the_gguf(q4_1: Path) -> None:
@@ -110,5 +141,37 @@ def test_roofline_reads_the_gguf(q4_1: Path) -> None:
     line = gguf_roofline(q4_1)
     tensors = gguf.GGUFReader(q4_1).tensors
     assert line["weight_bytes"] == sum(int(t.n_bytes) for t in tensors)  # tied: the embedding is the output head
-    assert line["kv_bytes_per_position"] == 30 * 2 * 3 * 64 * 2  # layers x (K, V) x kv heads x head dim x f16
+    assert line["kv_bytes_per_position"] == 30 * 2 * 3 * 64 * 4  # layers x (K, V) x kv heads x head dim x f32
+    assert gguf_roofline(q4_1, "f16")["kv_bytes_per_position"] == 30 * 2 * 3 * 64 * 2
     assert line["matmul_params"] == 134_515_008 - sum(int(t.n_elements) for t in tensors if len(t.shape) == 1)
+
+
+def test_gguf_header_is_read_without_the_tensor_data(q4_1: Path, tmp_path: Path) -> None:
+    """The header alone (the file cut where the tensor data starts) gives the same index, metadata, histogram and
+    roofline: nothing past the header is read. They agree with gguf's own reader."""
+    import gguf
+
+    from edgeopt.adapters.llamacpp import gguf_header, gguf_roofline, gguf_tensor_types
+    from edgeopt.workloads.causal_lm.gguf_reference import tensor_type_histogram
+
+    reader = gguf.GGUFReader(q4_1)
+    head = tmp_path / "header-only.gguf"
+    with q4_1.open("rb") as f:
+        head.write_bytes(f.read(reader.data_offset))
+    fields, tensors = gguf_header(head)
+    assert (fields, tensors) == gguf_header(q4_1)
+    assert [(t.name, t.type_name, t.dims, t.n_elements, t.n_bytes) for t in tensors] == [
+        (t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_elements), int(t.n_bytes))
+        for t in reader.tensors]
+    assert gguf_tensor_types(tensors) == tensor_type_histogram(q4_1) == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
+    for key in ("general.architecture", "llama.block_count", "llama.attention.head_count_kv",
+                "llama.rope.freq_base", "tokenizer.ggml.model"):
+        assert fields[key] == reader.fields[key].contents()
+    assert "tokenizer.ggml.tokens" not in fields  # the vocabulary is skipped, not parsed
+    assert gguf_roofline(head) == gguf_roofline(q4_1)
+    version_7 = b"GGUF" + (7).to_bytes(4, "little") + bytes(16)
+    for bad, match in ((b"GGML" + bytes(20), "bad magic"), (version_7, "version 7"),
+                       (head.read_bytes()[:5000], "truncated")):
+        head.write_bytes(bad)
+        with pytest.raises(ValueError, match=match):
+            gguf_header(head)

@@ -80,4 +80,5 @@ def test_roofline_counts_fp32_weights_and_kv_cache(runner: object, candidate: tu
     line = runner.roofline()  # type: ignore[attr-defined]
     assert line["weight_bytes"] == 134_515_008 * 4  # the tied embedding counted once
     assert line["kv_bytes_per_position"] == 30 * 2 * 3 * 64 * 4
+    assert runner.runtime_info()["kv_cache"] == "f32"  # type: ignore[attr-defined]
     assert line["matmul_params"] == 134_515_008 - 61 * 576  # all but the 61 norm vectors

@@ -75,7 +75,7 @@ def test_q8_is_close_to_the_reference_and_better_than_q4(scored: Callable[..., d
         # fp32 scale and bias per group of 64: bits + 1.
         assert d["bits_per_weight"] == pytest.approx(bits + 1, abs=0.05)
         info = cand["runner"].runtime_info()
-        assert info["quantization"]["bits"] == bits and info["dtype"] == "float32"
+        assert info["quantization"]["bits"] == bits and info["dtype"] == "float32" and info["kv_cache"] == "f32"
         assert info["effective_threads"] == 1 and info["requested_threads"] == THREADS
 
 

@@ -51,6 +51,7 @@ def test_fp32_ir_matches_hf_and_decodes_greedily(scored: Callable[..., dict[str,
     runner = fp32["runner"]
     info = runner.runtime_info()
     assert info["inference_precision"] == "f32" and info["kv_cache_precision"] == "f32"
+    assert info["kv_cache"] == "f32" and info["quality_windows"] == "one pass"
     assert info["threads"] == THREADS
     # The KV cache stays in the plugin: one fused cache-reading attention per layer.
     assert info["fused_kv_cache_attention"] == fp32["out"].details["n_layers"]
@@ -223,8 +224,26 @@ def test_roofline_from_the_compiled_irs(scored: Callable[..., dict[str, Any]], h
     # the CPU has it) halves the fp16 IR's weight reads.
     out, cand_dir = fp16["out"], fp16["dir"]
     u8 = get_runtime(out.runtime)(cand_dir, out.model_file, {**out.details, "kv_cache_precision": "u8"}, THREADS)
-    assert u8.runtime_info()["kv_cache_precision"] == "u8"
+    info = u8.runtime_info()
+    assert info["kv_cache_precision"] == info["kv_cache"] == "u8"
     assert u8.roofline()["kv_bytes_per_position"] == ref["kv_bytes_per_position"] // 4
     bf16 = get_runtime(out.runtime)(cand_dir, out.model_file, {**out.details, "inference_precision": "bf16"}, THREADS)
     size = {"f32": 4, "bf16": 2, "f16": 2}[bf16.runtime_info()["inference_precision"]]
     assert abs(bf16.roofline()["weight_bytes"] / (ref["weight_bytes"] * size / 4) - 1) < 0.01
+
+
+def test_a_compressed_kv_cache_is_scored_as_decoding_reads_it(scored: Callable[..., dict[str, Any]],
+                                                               eval_windows: np.ndarray) -> None:
+    """A multi-token pass attends over its own keys and values at full precision, so a one-pass window would
+    score an f32 cache whatever was asked. With u8 (or f16) the quality windows go token by token through the
+    cache, as decoding does, so they see what decoding reads."""
+    fp16 = _fp16(scored)
+    out, cand_dir = fp16["out"], fp16["dir"]
+    u8 = get_runtime(out.runtime)(cand_dir, out.model_file, {**out.details, "kv_cache_precision": "u8"}, THREADS)
+    assert u8.runtime_info()["quality_windows"] == "token by token through the cache"
+    window = eval_windows[0][:24]
+    got = u8.logits(window)
+    assert fp16["runner"].runtime_info()["quality_windows"] == "one pass"
+    f32_cache = fp16["runner"].logits(window)
+    # Measured: one-pass logits are identical at f32 / f16 / u8; through a u8 cache they move by ~0.4.
+    assert np.abs(got - f32_cache).max() > 1e-2
