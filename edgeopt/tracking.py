@@ -324,6 +324,15 @@ def _previous_artifact_run(experiment_id: str, cache_key: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _round_logs(measurement_dir: Path) -> list[Path]:
+    """Each measurement round's child log (`rounds/<i>/measure.log`), in round order."""
+    rounds = measurement_dir / "rounds"
+    if not rounds.is_dir():
+        return []
+    return [d / "measure.log" for d in sorted((d for d in rounds.iterdir() if d.name.isdigit()),
+                                              key=lambda d: int(d.name)) if (d / "measure.log").is_file()]
+
+
 def log_candidate(
     experiment_id: str, parent_run_id: str, row: CandidateResult, record: CandidateRecord | None,
     candidate_dir: Path | None, measurement_dir: Path | None, lineage: dict[str, str],
@@ -370,10 +379,11 @@ def _fill_candidate_run(
     if row.status != "ok":
         client.set_tag(run_id, f"{TAG}error", (row.error or "")[:5000])
         client.log_text(run_id, row.error or "", "error.txt")
-        # The isolated build/measure child's own output: where a crash or a kill shows.
-        for name in ("build.log", "measure.log"):
-            if measurement_dir is not None and (measurement_dir / name).is_file():
-                client.log_artifact(run_id, str(measurement_dir / name))
+        # The isolated build/measure child's own output: where a crash or a kill shows (the last round's).
+        for log in ([measurement_dir / "build.log", *_round_logs(measurement_dir)[-1:]]
+                    if measurement_dir is not None else []):
+            if log.is_file():
+                client.log_artifact(run_id, str(log))
         _log_batch(client, run_id, metrics=interval_metrics(row), tags=measurement_tags(row))
         client.set_terminated(run_id, status="FAILED" if row.status == "failed" else "KILLED")
         return str(run_id)
@@ -385,9 +395,11 @@ def _fill_candidate_run(
         client.log_dict(run_id, record.model_dump(mode="json"), "candidate.json")
         client.log_dict(run_id, {"details": record.details}, "recipe_details.json")
     if measurement_dir is not None:
-        for f in ("measurement.json", "build.log", "measure.log"):
+        for f in ("measurement.json", "build.log"):
             if (measurement_dir / f).is_file():
                 client.log_artifact(run_id, str(measurement_dir / f), "measurement")
+        for log in _round_logs(measurement_dir):
+            client.log_artifact(run_id, str(log), f"measurement/rounds/{log.parent.name}")
     if record is not None and candidate_dir is not None:
         earlier = _previous_artifact_run(experiment_id, record.cache_key)
         if earlier is None:

@@ -216,11 +216,13 @@ GATES = {"min_quality_retention": 0.9, "min_speedup": 0.01, "min_footprint_reduc
 HOST_POOL, POOLS = "ops-host", {"edge-a": "ops-edge-a", "edge-b": "ops-edge-b"}
 LIMIT = "ops-benchmark"  # one machine stands in for all three, so they share its benchmark slot
 RUN_TIMEOUT_S = 1500
+ROUNDS = 2  # measurement rounds per candidate; no extra rounds, so the count of benchmarks is known
 
 
 def ops_params(tmp: Path, mlflow_url: str, candidates: list[dict] | None = None) -> Path:
     raw = reduced_params(tmp, candidates=candidates or CHEAP, gates=GATES)
     raw["pipelines"]["minilm"]["selection"]["baseline"] = "onnx-fp32"
+    raw["pipelines"]["minilm"]["benchmark"].update(rounds=ROUNDS, extra_rounds=0)
     raw["pipelines"] = {"minilm": raw["pipelines"]["minilm"]}  # only the model under test
     raw["tracking"] = {"uri": mlflow_url, "experiment": "ops"}
     raw["orchestration"] = {"work_pool": HOST_POOL, "schedule_cron": "0 2 * * *", "schedule_timezone": "UTC",

@@ -19,7 +19,7 @@ import mlflow
 import pytest
 import sqlalchemy
 
-from tests.ops.conftest import CHEAP, HOST_POOL, LIMIT, POOLS, Deployed, prefect_api
+from tests.ops.conftest import CHEAP, HOST_POOL, LIMIT, POOLS, ROUNDS, Deployed, prefect_api
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_benchmarks_take_turns_on_the_shared_slot(deployed: Deployed) -> None:
         limit = client.read_global_concurrency_limit_by_name(LIMIT)
         assert limit.limit == 1 and limit.active_slots == 0
     # Events reach the server asynchronously: allow a few seconds after the run.
-    expected = 3 * len(CHEAP)  # host + two targets
+    expected = 3 * len(CHEAP) * ROUNDS  # host + two targets, each round of each candidate
     deadline = time.monotonic() + 30
     while len(events := _benchmark_events(deployed.api, deployed.started)) < 2 * expected:
         assert time.monotonic() < deadline, f"{len(events)} benchmark events, expected {2 * expected}"
