@@ -99,8 +99,15 @@ def load(sample_s: float = LOAD_SAMPLE_S) -> dict[str, float]:
 
 
 def under_load(sample: dict[str, float], limit: float = BUSY_CPUS_LIMIT) -> bool:
-    """Whether other work was using the CPUs before a round (the parent itself waits idle)."""
-    return sample.get("busy_cpus", 0.0) > limit or sample.get("run_queue", 0.0) >= 1
+    """Whether other work was using the CPUs before a round (the parent itself waits idle).
+
+    Read from the CPU use over the sample window; the run queue is one instantaneous count (a server's
+    thread waking up shows as 1 or 2 while the CPUs stay idle: measured), so it decides only where
+    /proc/stat gave no CPU use.
+    """
+    if "busy_cpus" in sample:
+        return sample["busy_cpus"] > limit
+    return sample.get("run_queue", 0.0) >= 1
 
 
 def now_utc() -> str:

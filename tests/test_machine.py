@@ -31,7 +31,9 @@ def test_a_busy_core_is_seen_as_load() -> None:
     assert machine.under_load(sample)
 
 
-def test_under_load_reads_busy_cpus_and_the_run_queue() -> None:
+def test_under_load_reads_busy_cpus_and_the_run_queue_only_without_them() -> None:
     assert not machine.under_load({"busy_cpus": 0.05, "run_queue": 0.0})
     assert machine.under_load({"busy_cpus": 1.0, "run_queue": 0.0})
-    assert machine.under_load({"busy_cpus": 0.0, "run_queue": 2.0})
+    # A momentary runnable thread on idle CPUs is not load (seen before rounds on a quiet machine).
+    assert not machine.under_load({"busy_cpus": 0.06, "run_queue": 1.0})
+    assert machine.under_load({"run_queue": 2.0})
