@@ -18,6 +18,7 @@ On disk, under `measurements/`:
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class Session:
             self.failed: dict[str, str] = dict(state.get("failed", {}))
         else:
             self.id, self.complete, self.failed = uuid.uuid4().hex[:12], False, {}
+            for name in self.keys:  # another session's rounds: never reused, so not kept to be mistaken
+                shutil.rmtree(ctx.ws.measurement_dir(name) / "rounds", ignore_errors=True)
             self._write()
 
     def _read(self) -> dict[str, Any]:
