@@ -104,12 +104,13 @@ def _context(params: Path, pipeline: str | None) -> Any:
 def _stop_children_on_signals() -> Iterator[None]:
     """SIGTERM (and Ctrl-C) stop the build/measure children at once, then unwind as KeyboardInterrupt,
     so the flow marks its runs KILLED and nothing half-built is published."""
-    from edgeopt.isolation import kill_children
+    from edgeopt.isolation import allow_children, interrupt_children
 
     def handler(signum: int, frame: Any) -> None:
-        kill_children()
+        interrupt_children()
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
+    allow_children()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
@@ -106,6 +107,10 @@ def _kill_group(pid: int) -> None:
 # stops them at once: they run in their own sessions, which a terminal's Ctrl-C does not reach, and
 # the worker threads waiting on them would otherwise keep the process alive until they finish.
 _live_groups: set[int] = set()
+# Set by an interrupt: a worker thread that had not yet started its child when the interrupt killed
+# the others must not start it afterwards (leaving the task runner waits for that thread, which
+# would then build, and publish, the candidate after all).
+_interrupted = threading.Event()
 
 
 def kill_children() -> int:
@@ -114,6 +119,21 @@ def kill_children() -> int:
     for pgid in groups:
         _kill_group(pgid)
     return len(groups)
+
+
+def interrupt_children() -> int:
+    """An interrupt: kill every running child and start no new one in this process."""
+    _interrupted.set()
+    return kill_children()
+
+
+def allow_children() -> None:
+    """Start children again (a new run in this process)."""
+    _interrupted.clear()
+
+
+def interrupted() -> bool:
+    return _interrupted.is_set()
 
 
 def _tree_rss(members: list[Any]) -> int:
@@ -166,6 +186,8 @@ def run_child(
     plugins = list(plugins)
     payload = {**spec, "parent_pid": os.getpid(), "memory_limit_mb": memory_limit_mb, "plugins": plugins}
     limit = memory_limit_mb * 1024 * 1024 if memory_limit_mb else None
+    if interrupted():
+        raise CandidateError(f"{what} not started: the run was interrupted")
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     peak = 0
@@ -177,6 +199,8 @@ def run_child(
             stderr=subprocess.STDOUT, env=child_env(env, plugins), start_new_session=True,
         )
         _live_groups.add(proc.pid)
+        if interrupted():  # the interrupt came between the check above and the add: it missed this one
+            _kill_group(proc.pid)
         try:
             root = psutil.Process(proc.pid)
             members = [root]

@@ -10,7 +10,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from edgeopt.config import CandidateSpec
 from edgeopt.errors import CandidateError
-from edgeopt.isolation import kill_children
+from edgeopt.isolation import interrupt_children, kill_children
 from edgeopt.orchestration import candidate_runner
 from edgeopt.pipeline.building import candidate_present
 from edgeopt.pipeline.candidates import failure_text, run_candidates
@@ -28,8 +28,11 @@ def _stop_builds_if_interrupted() -> Iterator[None]:
     and publish, the builds that were running."""
     try:
         yield
-    except BaseException:
+    except Exception:
         kill_children()
+        raise
+    except BaseException:  # an interrupt: the threads not yet at their child must not start it either
+        interrupt_children()
         raise
 
 

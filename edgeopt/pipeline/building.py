@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgeopt.config import CandidateSpec
 from edgeopt.errors import CandidateError
-from edgeopt.isolation import build_isolated, file_lock
+from edgeopt.isolation import build_isolated, file_lock, interrupted
 from edgeopt.lineage import library_versions
 from edgeopt.measure import thread_env
 from edgeopt.pipeline.context import ModelInputs, PipelineContext, PreparedData
@@ -111,6 +111,8 @@ def build_candidate(
                 tool_versions=library_versions(), io_spec=result.io_spec,
             )
             record.write(tmp / "candidate.json")
+            if interrupted():  # the build ended as the interrupt came: a stopped run publishes nothing
+                raise CandidateError(f"{spec.name}: not published, the run was interrupted")
             shutil.rmtree(out, ignore_errors=True)
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(out)

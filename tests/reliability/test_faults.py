@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from edgeopt.errors import ExitCode
+from edgeopt.isolation import BUILD_MODULE
 from tests.integration.conftest import reduced_params
 from tests.reliability.conftest import LENIENT_GATES, record_outcome
 
@@ -69,6 +70,13 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.2)
+
+
+def _is_build_child(process: psutil.Process) -> bool:
+    try:
+        return BUILD_MODULE in process.cmdline()
+    except psutil.Error:  # it ended between the listing and the look
+        return False
 
 
 # -- the cases -----------------------------------------------------------------------------
@@ -126,7 +134,14 @@ def sigterm_mid_build(tmp: Path) -> Observed:
                             env={k: v for k, v in {**os.environ, **env}.items() if k != "PREFECT_API_URL"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     staging = tmp / "outputs" / "minilm" / ".staging"
-    _wait_for(lambda: any(p.name.startswith("onnx-fp32.") for p in staging.glob("*")), 300, "the onnx-fp32 build")
+
+    def onnx_build_running() -> bool:
+        # The staging folder exists a moment before its build child does: signal once both are there.
+        if not any(p.name.startswith("onnx-fp32.") for p in staging.glob("*")):
+            return False
+        return any(_is_build_child(p) for p in psutil.Process(proc.pid).children(recursive=True))
+
+    _wait_for(onnx_build_running, 300, "the onnx-fp32 build child")
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert len(descendants) >= 2, descendants  # the Prefect server and the build child at least
     proc.send_signal(signal.SIGTERM)

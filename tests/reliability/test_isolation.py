@@ -86,3 +86,22 @@ def test_a_hang_is_killed_at_the_build_timeout(fault_run: FaultRun) -> None:
     assert by_name["torch-fp32"].status == "ok"
     assert (ctx.ws.candidate_dir("torch-fp32") / "candidate.json").stat().st_mtime_ns == before
     assert _isolated_children() == []
+
+
+def test_after_an_interrupt_no_new_child_starts(tmp_path) -> None:
+    """A worker thread that reaches its child only after the interrupt must not start it: the task
+    runner waits for that thread, which would otherwise build, and publish, after the interrupt."""
+    from edgeopt.errors import CandidateError
+    from edgeopt.isolation import allow_children, interrupt_children, interrupted, run_child
+
+    log = tmp_path / "child.log"
+    interrupt_children()
+    try:
+        assert interrupted()
+        with pytest.raises(CandidateError, match="interrupted"):
+            run_child("this", {}, log=log, timeout_s=60, memory_limit_mb=None, what="build")
+        assert not log.exists()  # refused before anything was started or written
+    finally:
+        allow_children()
+    run = run_child("this", {}, log=log, timeout_s=60, memory_limit_mb=None, what="build")
+    assert run.returncode == 0 and "Beautiful is better than ugly" in log.read_text()
