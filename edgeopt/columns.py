@@ -172,7 +172,18 @@ def noise_cell(row: CandidateResult) -> str:
     return "-" if rel is None else percent(rel)
 
 
-SHARED = (Column("speed-up", speedup_cell), Column("rounds", rounds_cell), Column("noise", noise_cell))
+def settings_cell(row: CandidateResult) -> str:
+    """The runtime settings its rounds ran with, as changed from the runtime's default by the probe
+    (edgeopt.tuning): "default", e.g. "allow_spinning=False", or "-" where none were probed."""
+    m = row.measurement
+    if m is None or not m.tuning:
+        return "-"
+    label = m.tuning.get("chosen_label")
+    return str(label) if label else "-"
+
+
+SHARED = (Column("speed-up", speedup_cell), Column("rounds", rounds_cell), Column("noise", noise_cell),
+          Column("settings", settings_cell))
 
 
 def gates_cell(row: CandidateResult) -> str:

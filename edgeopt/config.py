@@ -54,6 +54,16 @@ class CandidateSpec(Strict):
 # -- benchmark, gates, selection -----------------------------------------------------------
 
 
+class TuningConfig(Strict):
+    """The runtime settings search (edgeopt.tuning): one short probe process per candidate before its rounds."""
+
+    enabled: bool = True
+    passes: int = Field(3, ge=2)  # interleaved passes over the configurations (the CI pairs them)
+    warmup_iterations: int = Field(2, ge=0)
+    min_iterations: int = Field(10, ge=1)  # per configuration and pass
+    min_time_s: float = Field(0.2, ge=0)
+
+
 class BenchmarkConfig(Strict):
     threads: int = Field(2, ge=1)
     batch_size: int = Field(1, ge=1)
@@ -73,6 +83,8 @@ class BenchmarkConfig(Strict):
     # causal-lm only: prompt processing and decode lengths.
     prompt_tokens: int = Field(512, ge=1)
     decode_tokens: int = Field(128, ge=1)
+    # Each candidate's runtime settings, searched before its rounds; the rounds run with the winner.
+    tuning: TuningConfig = TuningConfig()
 
 
 class GatesConfig(Strict):

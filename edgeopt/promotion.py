@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from edgeopt.config import PipelineConfig
 from edgeopt.errors import UserError
 from edgeopt.lineage import sha256_tree
-from edgeopt.results import CandidateRecord, Promotion, Selection
+from edgeopt.measure import MEASUREMENT_FILE
+from edgeopt.results import CandidateRecord, Measurement, Promotion, Selection
 
 if TYPE_CHECKING:
     from edgeopt.recipes import BaseModelInfo
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 HISTORY_TAG = "edgeopt.alias_history"
 LOG_TAG = "edgeopt.alias_log"
 ARTIFACT_TAG = "edgeopt.artifact_sha256"  # sha256 of the candidate folder a version was registered from
+SETTINGS_TAG = "edgeopt.runtime_settings"  # the runtime settings it serves with (JSON)
 LOCK_SUFFIX = "edgeopt-lock"
 LOCK_OWNER_TAG = "edgeopt.lock.owner"
 LOCK_HOLDER_TAG = "edgeopt.lock.holder"
@@ -199,13 +201,25 @@ def log_served_model(workload: Workload, candidate_dir: Path, artifacts: dict[st
     )
 
 
-def _artifact_of(client: Any, name: str, version: str) -> tuple[str, str] | None:
-    """(candidate, artifact digest) a registered version was made from; None for versions without the tag."""
+def _artifact_of(client: Any, name: str, version: str) -> tuple[str, str, str] | None:
+    """(candidate, artifact digest, runtime settings as JSON) a registered version was made from; None for
+    versions without the tags."""
     try:
         tags = client.get_model_version(name, version).tags
     except Exception:
         return None
-    return (tags["candidate"], tags[ARTIFACT_TAG]) if "candidate" in tags and ARTIFACT_TAG in tags else None
+    if "candidate" not in tags or ARTIFACT_TAG not in tags:
+        return None
+    # The runtime settings it serves with are part of what it is (versions before them: the runtime's defaults).
+    return tags["candidate"], tags[ARTIFACT_TAG], tags.get(SETTINGS_TAG, "{}")
+
+
+def served_settings(measurement_dir: Path) -> dict[str, Any]:
+    """The runtime settings the pick was measured with (edgeopt.tuning), which its pyfunc serves with."""
+    try:
+        return dict(Measurement.model_validate_json((measurement_dir / MEASUREMENT_FILE).read_text()).runtime_settings)
+    except (OSError, ValueError):
+        return {}
 
 
 def promote(
@@ -230,19 +244,22 @@ def promote(
         raise UserError(f"refusing to promote {row.name}: it did not pass every gate")
     record = CandidateRecord.model_validate_json((candidate_dir / "candidate.json").read_text())
     digest = sha256_tree(candidate_dir)
-    if previous is not None and _artifact_of(client, reg.model_name, previous) == (row.name, digest):
+    settings = served_settings(measurement_dir)
+    settings_json = json.dumps(settings, sort_keys=True)
+    if previous is not None and _artifact_of(client, reg.model_name, previous) == (row.name, digest, settings_json):
         # A nightly re-run that picks the same files must not add a version a night for nothing.
         return outcome(True, f"champion unchanged: version {previous} is {row.name} with the same artifact digest",
                        version=previous, candidate=row.name, unchanged=True)
     with mlflow.start_run(run_id=pick_run_id):
         info = log_served_model(
-            workload, candidate_dir, workload.serving_artifacts(base), model_config=workload.serving_config(cfg, base),
+            workload, candidate_dir, workload.serving_artifacts(base),
+            model_config={**workload.serving_config(cfg, base), "runtime_settings": settings},
             metadata={"candidate": row.name, "recipe": row.recipe, "runtime": record.runtime},
         )
     version = mlflow.register_model(info.model_uri, reg.model_name,
                                     tags={"candidate": row.name, "recipe": row.recipe,
                                           "edgeopt.cache_key": record.cache_key, ARTIFACT_TAG: digest,
-                                          "edgeopt.pipeline": selection.pipeline})
+                                          SETTINGS_TAG: settings_json, "edgeopt.pipeline": selection.pipeline})
     v = str(version.version)
     # Prove the registered artifact works before anyone is pointed at it.
     loaded = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{v}")

@@ -13,12 +13,15 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.iospec import Feed, IOSpec
+
+if TYPE_CHECKING:  # the registry stays import-light: the spaces come with the adapters that declare them
+    from edgeopt.tuning import Settings, SettingsSpace
 
 # Modules that register recipes/runtimes. Adding a framework = one module here + params.yaml.
 ADAPTER_MODULES = (
@@ -213,11 +216,13 @@ class Recipe:
         return family in self.families and (not self.tasks or task in self.tasks)
 
 
-# runtime name -> loader(candidate_dir, model_file, details, threads) -> runner of the task
-RuntimeLoader = Callable[[Path, str, dict[str, Any], int], Any]
+# runtime name -> loader(candidate_dir, model_file, details, threads) -> runner of the task. A runtime
+# registered with a SettingsSpace also takes `settings=` (one configuration of it, edgeopt.tuning).
+RuntimeLoader = Callable[..., Any]
 
 _RECIPES: dict[str, Recipe] = {}
 _RUNTIMES: dict[str, RuntimeLoader] = {}
+_SETTINGS: dict[str, SettingsSpace] = {}
 _loaded = False
 
 
@@ -228,9 +233,13 @@ def register_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def register_runtime(name: str) -> Callable[[RuntimeLoader], RuntimeLoader]:
+def register_runtime(name: str, settings: SettingsSpace | None = None) -> Callable[[RuntimeLoader], RuntimeLoader]:
+    """Register a runtime's loader; `settings`: the runtime's own settings the measure stage searches."""
+
     def deco(fn: RuntimeLoader) -> RuntimeLoader:
         _RUNTIMES[name] = fn
+        if settings is not None:
+            _SETTINGS[name] = settings
         return fn
 
     return deco
@@ -262,3 +271,18 @@ def get_runtime(name: str) -> RuntimeLoader:
     if name not in _RUNTIMES:
         raise ValueError(f"unknown runtime {name!r}; known: {', '.join(sorted(_RUNTIMES))}")
     return _RUNTIMES[name]
+
+
+def settings_space(runtime: str) -> SettingsSpace | None:
+    """The runtime's searchable settings; None: it has none (it runs as loaded)."""
+    _load_adapters()
+    return _SETTINGS.get(runtime)
+
+
+def load_runner(runtime: str, candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int,
+                settings: Settings | None = None) -> Any:
+    """The runner of a candidate, with `settings` (a configuration of its runtime's SettingsSpace) if any."""
+    loader = get_runtime(runtime)
+    if settings and runtime in _SETTINGS:
+        return loader(candidate_dir, model_file, details, threads, settings=settings)
+    return loader(candidate_dir, model_file, details, threads)

@@ -100,6 +100,9 @@ class Measurement(Record):
     harness_version: str = ""
     reused: bool = False  # taken from the measurement cache of an earlier run (same artifact, machine, harness)
     session: str = ""  # the measuring run that made it: reused only together with its baseline's
+    # The runtime settings its rounds ran with (edgeopt.tuning), and the probe that chose them (Tuning as a dict).
+    runtime_settings: dict[str, Any] = Field(default_factory=dict)
+    tuning: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def under_load_rounds(self) -> int:

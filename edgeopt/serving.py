@@ -15,14 +15,16 @@ from typing import Any
 def load_candidate_runner(context: Any) -> tuple[Any, Any, dict[str, Any]]:
     """(runner, candidate record, model_config) of the pyfunc's `candidate` artifact."""
     from edgeopt.environment import quiet_offline_defaults
-    from edgeopt.recipes import get_runtime
+    from edgeopt.recipes import load_runner
     from edgeopt.results import CandidateRecord
 
     quiet_offline_defaults()
     candidate = Path(context.artifacts["candidate"])
     record = CandidateRecord.model_validate_json((candidate / "candidate.json").read_text())
     cfg = dict(context.model_config or {})
-    runner = get_runtime(record.runtime)(candidate, record.model_file, record.details, int(cfg.get("threads", 2)))
+    # The runtime settings it was measured with (edgeopt.tuning); none recorded: the runtime's defaults.
+    runner = load_runner(record.runtime, candidate, record.model_file, record.details, int(cfg.get("threads", 2)),
+                         dict(cfg.get("runtime_settings") or {}))
     return runner, record, cfg
 
 

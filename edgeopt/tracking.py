@@ -373,7 +373,11 @@ def _fill_candidate_run(
               "precision": row.precision or "", "parent": row.parent or "base"}
     if record is not None:
         params.update({"runtime": record.runtime, "format": record.format, **_flat("option", record.options)})
+    if row.measurement is not None and row.measurement.runtime_settings:  # lineage: what its rounds ran with
+        params.update(_flat("runtime_setting", row.measurement.runtime_settings))
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    if row.measurement is not None and row.measurement.tuning:
+        client.log_dict(run_id, row.measurement.tuning, "tuning.json")
     if row.measurement is not None:  # also a candidate that failed after it was measured
         client.log_dict(run_id, timings(row), TIMINGS_ARTIFACT)
     if row.status != "ok":

@@ -36,6 +36,7 @@ from edgeopt.recipes import (
     register_recipe,
     register_runtime,
 )
+from edgeopt.tuning import Settings, SettingsSpace
 
 MODEL_FILE = "model.gguf"
 IMATRIX_FILE = "imatrix.gguf"
@@ -293,11 +294,14 @@ class LlamaCppRunner:
     contexts store the cache at the same precision, so the speed and the scores belong to the same cache.
     """
 
-    def __init__(self, path: Path, threads: int, kv_cache: KvCache = "f32") -> None:
+    def __init__(self, path: Path, threads: int, kv_cache: KvCache = "f32", settings: Settings | None = None) -> None:
         if kv_cache not in KV_BYTES:
             raise CandidateError(f"llama.cpp: unknown KV-cache type {kv_cache!r} (one of {', '.join(KV_BYTES)})")
+        chosen = {**LLAMACPP_SETTINGS.default_settings(threads), **(settings or {})}
+        self.settings: Settings = chosen
         self.path = path
-        self.threads = threads
+        self.threads = int(chosen["threads"])
+        self.flash_attn = bool(chosen["flash_attn"])
         self.kv_cache: KvCache = kv_cache
         self._header: tuple[dict[str, Any], list[GgufTensorInfo]] | None = None
         self._speed: Any = None
@@ -314,7 +318,7 @@ class LlamaCppRunner:
         try:
             return Llama(str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=self.threads,
                          n_threads_batch=self.threads, logits_all=logits_all, verbose=False,
-                         type_k=kv_type, type_v=kv_type)
+                         type_k=kv_type, type_v=kv_type, flash_attn=self.flash_attn)
         except Exception as err:
             raise CandidateError(f"llama.cpp cannot load {self.path.name}: {err}") from err
 
@@ -377,15 +381,21 @@ class LlamaCppRunner:
     def runtime_info(self) -> dict[str, Any]:
         import llama_cpp
 
-        return {"llama_cpp_python": llama_cpp.__version__, "threads": self.threads,
+        return {"llama_cpp_python": llama_cpp.__version__, "threads": self.threads, "settings": self.settings,
                 "kv_cache": self.kv_cache,  # the same for the timed and the scored context
                 "tensor_types": gguf_tensor_types(self._gguf_header()[1])}
 
 
-@register_runtime(RUNTIME)
-def load_llamacpp(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int) -> LlamaCppRunner:
+# llama-bench's sweeps that leave the greedy tokens as they are (the KV-cache type changes them: a candidate option).
+LLAMACPP_SETTINGS = SettingsSpace(default={"threads": "threads", "flash_attn": False},
+                                  alternatives={"threads": [1], "flash_attn": [True]})
+
+
+@register_runtime(RUNTIME, settings=LLAMACPP_SETTINGS)
+def load_llamacpp(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int,
+                  settings: Settings | None = None) -> LlamaCppRunner:
     path = Path(candidate_dir) / model_file
     if not path.is_file():
         raise CandidateError(f"{path} does not exist")
     # Recorded by gguf-quantize; a record without it predates the option: f32, its default.
-    return LlamaCppRunner(path, threads, details.get("kv_cache", "f32"))
+    return LlamaCppRunner(path, threads, details.get("kv_cache", "f32"), settings)

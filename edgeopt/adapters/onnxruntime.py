@@ -28,6 +28,7 @@ from edgeopt.recipes import (
     register_recipe,
     register_runtime,
 )
+from edgeopt.tuning import Settings, SettingsSpace
 
 if TYPE_CHECKING:
     import onnx
@@ -770,16 +771,20 @@ class OrtRunner:
     Named tensors in and out; `io_spec` is read off the session (what the graph declares).
     """
 
-    def __init__(self, model_path: Path, threads: int) -> None:
+    def __init__(self, model_path: Path, threads: int, settings: Settings | None = None) -> None:
         import onnxruntime as ort
 
+        chosen = {**ORT_SETTINGS.default_settings(threads), **(settings or {})}
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
+        so.intra_op_num_threads = int(chosen["intra_op_threads"])
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = _ORT_LEVELS[chosen["graph_optimization_level"]](ort)
+        # Spinning trades idle CPU for wake-up latency: on 2 cores it can cost as much as it saves.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if chosen["allow_spinning"] else "0")
         self._ort_version = ort.__version__
-        self._threads = threads
+        self._threads = int(chosen["intra_op_threads"])
+        self.settings: Settings = chosen
         self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         self.io_spec: IOSpec = onnx_io_spec(self._session)
 
@@ -799,14 +804,28 @@ class OrtRunner:
             "onnxruntime": self._ort_version,
             "providers": self._session.get_providers(),
             "intra_op_threads": self._threads,
+            "settings": self.settings,
             "inputs": list(self.io_spec.input_names),
         }
 
 
-@register_runtime("onnxruntime")
-def load_onnxruntime(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int) -> OrtRunner:
+_ORT_LEVELS: dict[str, Any] = {
+    "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+# The session options Olive's OrtSessionParamsTuning searches that leave the outputs as they are.
+ORT_SETTINGS = SettingsSpace(
+    default={"intra_op_threads": "threads", "allow_spinning": True, "graph_optimization_level": "all"},
+    alternatives={"intra_op_threads": [1], "allow_spinning": [False], "graph_optimization_level": ["extended"]},
+)
+
+
+@register_runtime("onnxruntime", settings=ORT_SETTINGS)
+def load_onnxruntime(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int,
+                     settings: Settings | None = None) -> OrtRunner:
     path = Path(candidate_dir) / model_file
     if not path.is_file():
         raise CandidateError(f"{path} does not exist")
     with library_errors(f"loading {path.name} in onnxruntime"):
-        return OrtRunner(path, threads)
+        return OrtRunner(path, threads, settings)

@@ -28,6 +28,7 @@ from edgeopt.recipes import (
     register_recipe,
     register_runtime,
 )
+from edgeopt.tuning import Settings, SettingsSpace
 
 IR_FILE = "model.xml"
 IR_FORMAT = "openvino-ir"
@@ -466,18 +467,21 @@ register_recipe(
 class OpenVINORunner:
     """One compiled model; one InferRequest reused by every call. Named tensors in and out."""
 
-    def __init__(self, xml: Path, inference_precision: str, threads: int) -> None:
+    def __init__(self, xml: Path, inference_precision: str, threads: int, settings: Settings | None = None) -> None:
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
         self._requested = inference_precision
+        chosen = {**OV_SETTINGS.default_settings(threads), **(settings or {})}
+        self.settings: Settings = chosen
         core = ov.Core()
         config = {
-            props.inference_num_threads(): threads,
+            props.inference_num_threads(): int(chosen["threads"]),
             props.streams.num(): 1,
             hints.performance_mode(): hints.PerformanceMode.LATENCY,
             hints.inference_precision(): _ov_type(inference_precision),
+            hints.enable_cpu_pinning(): bool(chosen["cpu_pinning"]),
         }
         model = core.read_model(str(xml))
         self.io_spec: IOSpec = ir_io_spec(model)  # the read model: the compiled one has no rt_info
@@ -518,6 +522,7 @@ class OpenVINORunner:
             "threads": int(get(props.inference_num_threads())),
             "streams": int(get(props.streams.num())),
             "performance_hint": str(get(hints.performance_mode())),
+            "settings": self.settings,
             "execution_devices": list(get(props.execution_devices())),
             "runtime_precisions": dict(sorted(runtime_precisions.items())),
             "inputs": list(self.io_spec.input_names),
@@ -525,8 +530,14 @@ class OpenVINORunner:
         }
 
 
-@register_runtime(RUNTIME)
-def load_openvino(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int) -> OpenVINORunner:
+# Speed-only settings of the CPU plugin (the inference precision changes the outputs: a candidate option).
+OV_SETTINGS = SettingsSpace(default={"threads": "threads", "cpu_pinning": True},
+                            alternatives={"threads": [1], "cpu_pinning": [False]})
+
+
+@register_runtime(RUNTIME, settings=OV_SETTINGS)
+def load_openvino(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int,
+                  settings: Settings | None = None) -> OpenVINORunner:
     xml = candidate_dir / model_file
     if not xml.is_file():
         raise CandidateError(f"openvino: model file {xml} not found")
@@ -534,7 +545,7 @@ def load_openvino(candidate_dir: Path, model_file: str, details: dict[str, Any],
     if precision not in ("f32", "bf16", "f16"):
         raise CandidateError(f"openvino: unknown inference_precision {precision!r}")
     try:
-        return OpenVINORunner(xml, precision, threads)
+        return OpenVINORunner(xml, precision, threads, settings)
     except CandidateError:
         raise
     except Exception as exc:

@@ -23,6 +23,7 @@ from edgeopt.recipes import (
     register_recipe,
     register_runtime,
 )
+from edgeopt.tuning import Settings, SettingsSpace
 
 if TYPE_CHECKING:
     from edgeopt.workloads.base import TorchForm
@@ -124,12 +125,16 @@ class TorchRunner:
 
     def runtime_info(self) -> dict[str, Any]:
         torch = self._torch
-        return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+        return {"torch": torch.__version__, "threads": torch.get_num_threads(), "settings": {"threads": self._threads},
                 "inputs": list(self.io_spec.input_names)}
 
 
-@register_runtime("torch")
-def load_torch(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int) -> TorchRunner:
+TORCH_SETTINGS = SettingsSpace(default={"threads": "threads"}, alternatives={"threads": [1]})
+
+
+@register_runtime("torch", settings=TORCH_SETTINGS)
+def load_torch(candidate_dir: Path, model_file: str, details: dict[str, Any], threads: int,
+               settings: Settings | None = None) -> TorchRunner:
     # model_file names the safetensors weights; transformers finds them (and config.json) in the folder.
     if not model_file.endswith((".safetensors", _SHARD_INDEX)):
         raise CandidateError(f"the torch runtime loads safetensors weights only, not {model_file!r}")
@@ -139,4 +144,4 @@ def load_torch(candidate_dir: Path, model_file: str, details: dict[str, Any], th
     task = details.get("task", _LEGACY_TASK)
     if not isinstance(task, str) or not task:
         raise CandidateError(f"the torch runtime needs the task its module comes from, got {task!r}")
-    return TorchRunner(Path(candidate_dir), task, threads)
+    return TorchRunner(Path(candidate_dir), task, int((settings or {}).get("threads", threads)))

@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt import machine
+from edgeopt.errors import CandidateError
 from edgeopt.io.atomic import write_text_atomic
 from edgeopt.isolation import file_lock
-from edgeopt.measure import HARNESS_VERSION, MEASUREMENT_FILE, measure_in_subprocess
+from edgeopt.measure import HARNESS_VERSION, MEASUREMENT_FILE, TUNING_FILE, measure_in_subprocess, tune_in_subprocess
 from edgeopt.pipeline.context import ModelInputs, PipelineContext
 from edgeopt.pipeline.planning import stable_hash
 from edgeopt.results import CandidateRecord, Measurement
 from edgeopt.rounds import combine
+from edgeopt.tuning import Tuning
 
 SESSION_FILE = "session.json"
 
@@ -76,6 +78,10 @@ class Session:
 
     def round_dir(self, name: str, index: int) -> Path:
         return self.ctx.ws.measurement_dir(name) / "rounds" / str(index)
+
+    def tuning_dir(self, name: str) -> Path:
+        """The runtime settings probe of `name` (beside its rounds: cleared with them by a new session)."""
+        return self.ctx.ws.measurement_dir(name) / "rounds" / "tuning"
 
     def _marker(self, name: str) -> str:
         return f"{self.keys[name]} {self.id}"
@@ -141,17 +147,44 @@ def measure_round(ctx: PipelineContext, session: Session, record: CandidateRecor
     orch = ctx.params.orchestration
     with benchmark_slot(orch.benchmark_concurrency_limit, orch.benchmark_wait_s, f"{ctx.namespace}/{record.name}"), \
             file_lock(ws.root / ".locks" / f"measure-{record.name}-{stable_hash(str(out))[:8]}.lock"):
+        tuning = tuned_settings(ctx, session, record, inputs)
         (out / "key.txt").unlink(missing_ok=True)
         load = machine.load()
         m = measure_in_subprocess(ctx.cfg.task, ws.candidate_dir(record.name), ws.confine(Path(inputs.path)),
                                   ctx.cfg.benchmark, out, memory_limit_mb=ctx.params.isolation.memory_limit_mb,
                                   round_index=index, write_outputs=write_outputs,
-                                  outputs_dir=ws.measurement_dir(record.name))
+                                  outputs_dir=ws.measurement_dir(record.name),
+                                  settings=tuning.chosen if tuning else None)
         rounds = [r.model_copy(update={"load": load, "under_load": machine.under_load(load)}) for r in m.rounds]
-        m = m.model_copy(update={"rounds": rounds, "session": session.id})
+        m = m.model_copy(update={"rounds": rounds, "session": session.id,
+                                 "tuning": tuning.model_dump(mode="json") if tuning else {}})
         m.write(out / MEASUREMENT_FILE)
         write_text_atomic(out / "key.txt", session._marker(record.name))
     return m
+
+
+def tuned_settings(ctx: PipelineContext, session: Session, record: CandidateRecord,
+                   inputs: ModelInputs) -> Tuning | None:
+    """The candidate's runtime settings for this session: probed once (edgeopt.tuning) before its first round
+    and committed with the session, so every round of it runs with the same ones; None: tuning is off.
+
+    A probe that fails (a crash, the memory limit with every configuration loaded) leaves the default settings,
+    with the reason: the rounds then say whether the candidate itself runs."""
+    if not ctx.cfg.benchmark.tuning.enabled:
+        return None
+    out = session.tuning_dir(record.name)
+    marker = out / "key.txt"
+    if marker.is_file() and marker.read_text() == session._marker(record.name) and (out / TUNING_FILE).is_file():
+        return Tuning.model_validate_json((out / TUNING_FILE).read_text())
+    marker.unlink(missing_ok=True)
+    try:
+        tuning = tune_in_subprocess(ctx.cfg.task, ctx.ws.candidate_dir(record.name), ctx.ws.confine(Path(inputs.path)),
+                                    ctx.cfg.benchmark, out, memory_limit_mb=ctx.params.isolation.memory_limit_mb)
+    except CandidateError as err:
+        tuning = Tuning(runtime=record.runtime, default={}, chosen={}, note=f"probe failed: {err}")
+        write_text_atomic(out / TUNING_FILE, tuning.model_dump_json(indent=2))
+    write_text_atomic(marker, session._marker(record.name))
+    return tuning
 
 
 def pooled(parts: list[Measurement], session: Session) -> Measurement:

@@ -160,6 +160,20 @@ class Workload(ABC):
         may hold per-machine caches, e.g. the copy bandwidth causal-lm reports decode speed against.
         """
 
+    def batch_call(self, runner: Any, inputs: Any, n: int) -> Callable[[], object] | None:
+        """The call that runs one benchmark batch of n items, returning its outputs; None: the task has none."""
+        return None
+
+    def probe(self, runner: Any, inputs: Any, bench: BenchmarkConfig) -> tuple[list[float], Any] | None:
+        """A short timing of the gated unit (seconds per sample) and the outputs it gave, for the runtime
+        settings search (edgeopt.tuning); None: the task cannot be probed (its runtimes run untuned)."""
+        call = self.batch_call(runner, inputs, bench.batch_size)
+        if call is None:
+            return None
+        tuning = bench.tuning
+        samples = timed_loop(call, tuning.warmup_iterations, tuning.min_iterations, tuning.min_time_s)
+        return samples, call()
+
     @abstractmethod
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         """Run the quality sets and save what `quality` compares (child process)."""

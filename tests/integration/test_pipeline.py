@@ -137,3 +137,45 @@ def test_failed_expectation_stops_the_run(tmp_path) -> None:
     assert not (tmp_path / "outputs" / "minilm" / "candidates").exists()
     mlflow.set_tracking_uri(raw["tracking"]["uri"])
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_every_candidate_runs_with_its_probed_runtime_settings(pipeline_run: PipelineRun) -> None:
+    """The runtime settings search (edgeopt.tuning): probed once per candidate, its rounds run with the pick,
+    the pick is recorded in the candidate's lineage and travels with the promoted model."""
+    from edgeopt.results import Measurement
+
+    outcome = pipeline_run.outcomes[0]
+    client = _client(pipeline_run)
+    measured = [r for r in outcome.selection.candidates if r.status == "ok"]
+    searched = 0
+    for row in measured:
+        m = row.measurement
+        tuning = m.tuning
+        assert tuning and tuning["chosen"] == m.runtime_settings, row.name
+        probes = tuning["probes"]
+        if probes:  # onnxruntime, openvino, torch: the default and one change at a time
+            searched += 1
+            assert probes[0]["label"] == "default" and probes[0]["settings"] == tuning["default"]
+            assert len(probes) >= 2 and tuning["passes"] >= 2
+            chosen = next(p for p in probes if p["settings"] == tuning["chosen"])
+            assert chosen["verdict"] in ("default", "faster")
+            for p in probes[1:]:
+                assert p["verdict"] in ("faster", "noise", "slower", "changes outputs", "failed"), p
+                if p["verdict"] in ("faster", "noise", "slower"):
+                    lo, hi = p["speedup_ci"]
+                    assert lo <= p["speedup"] <= hi
+        # Every round of it ran with the same settings.
+        rounds = pipeline_run.root / "outputs" / "minilm" / "measurements" / row.name / "rounds"
+        on_disk = [Measurement.model_validate_json((d / "measurement.json").read_text()).runtime_settings
+                   for d in rounds.iterdir() if d.name.isdigit()]
+        assert on_disk and all(s == m.runtime_settings for s in on_disk), row.name
+        run = client.get_run(row.mlflow_run_id)
+        for key, value in m.runtime_settings.items():
+            assert run.data.params[f"runtime_setting.{key}"] == str(value)
+    assert searched >= 6  # every ONNX Runtime / OpenVINO / torch candidate
+    promo = outcome.promotion
+    pick = next(r for r in measured if r.name == outcome.selection.pick)
+    model = mlflow.pyfunc.load_model(f"models:/{promo.model_name}@{promo.alias}")
+    assert model.model_config["runtime_settings"] == pick.measurement.runtime_settings
+    version = client.get_model_version_by_alias(promo.model_name, promo.alias)
+    assert json.loads(version.tags["edgeopt.runtime_settings"]) == pick.measurement.runtime_settings

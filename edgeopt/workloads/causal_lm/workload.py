@@ -42,6 +42,9 @@ QUALITY_FILE = "quality.json"
 POSITIONS_FILE = "positions.npz"
 GENERATION_FILE = "generation.json"
 DEFAULT_MAX_NEW_TOKENS = 32  # the served model's default, and the load check's probe length
+# The runtime settings probe ranks settings on short generations; the rounds then time the chosen one in full.
+PROBE_PROMPT_TOKENS = 64
+PROBE_DECODE_TOKENS = 32
 
 
 def encode_prompt(tokenizer: Any, text: str) -> np.ndarray:
@@ -179,6 +182,22 @@ class CausalLM(Workload):
         """One calibration window per feed (consecutive held-out text, disjoint from the evaluation windows)."""
         ids = np.asarray(inputs["calibration_input_ids"], dtype=np.int64)
         return [{"input_ids": w[None, :], "attention_mask": np.ones((1, len(w)), dtype=np.int64)} for w in ids]
+
+    def probe(self, runner: Any, inputs: Any, bench: BenchmarkConfig) -> tuple[list[float], Any] | None:
+        """Per-token decode times of short greedy generations from a short prompt, and the tokens of the last."""
+        prompt = inputs["bench_prompt_ids"][:PROBE_PROMPT_TOKENS]
+        n = min(bench.decode_tokens, PROBE_DECODE_TOKENS)
+        tuning = bench.tuning
+        for _ in range(tuning.warmup_iterations):
+            runner.generate(prompt, n)
+        per_token: list[float] = []
+        start = time.perf_counter()
+        last: list[int] = []
+        while len(per_token) < tuning.min_iterations or time.perf_counter() - start < tuning.min_time_s:
+            generation = runner.generate(prompt, n)
+            per_token.extend(generation.decode_s)
+            last = list(generation.token_ids)
+        return per_token, np.asarray(last, dtype=np.int64)
 
     def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
         prompt = inputs["bench_prompt_ids"]

@@ -10,6 +10,7 @@ first output back as [batch, classes] logits (probabilities, from a graph ending
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,9 +243,12 @@ class ImageClassification(Workload):
 
     # -- measurement (child process) and quality (parent) ------------------------------------------
 
-    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+    def batch_call(self, runner: Any, inputs: Any, n: int) -> Callable[[], object]:
         x = np.asarray(inputs[PIXELS["bench"]])
-        return batch_speed(lambda n: lambda: logits(runner, x[:n]), bench)
+        return lambda: logits(runner, x[:n])
+
+    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+        return batch_speed(lambda n: self.batch_call(runner, inputs, n), bench)
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         arrays: dict[str, Any] = {"logits": logits_all(runner, np.asarray(inputs[PIXELS["eval"]]),

@@ -9,6 +9,7 @@ confident detections (see `quality`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,9 +170,12 @@ class ObjectDetection(Workload):
 
     # -- measurement (child process) and quality (parent) ------------------------------------------
 
-    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+    def batch_call(self, runner: Any, inputs: Any, n: int) -> Callable[[], object]:
         x = np.asarray(inputs[IMAGES["bench"]])
-        return batch_speed(lambda n: lambda: raw_output(runner, x[:n]), bench)
+        return lambda: raw_output(runner, x[:n])
+
+    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+        return batch_speed(lambda n: self.batch_call(runner, inputs, n), bench)
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         from edgeopt.workloads.object_detection.images import frames_of, reference_boxes

@@ -247,9 +247,12 @@ class OnnxModelWorkload(Workload):
 
     # -- measurement (child process) and quality (parent) ------------------------------------------
 
-    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+    def batch_call(self, runner: Any, inputs: Any, n: int) -> Callable[[], object]:
         _, samples, _ = _sets(inputs)
-        return batch_speed(lambda n: batch_call(runner, samples, 0, n), bench,
+        return batch_call(runner, samples, 0, n)
+
+    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+        return batch_speed(lambda n: self.batch_call(runner, inputs, n), bench,
                            extra={"batched": float(batchable(runner.io_spec))})
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:

@@ -3,6 +3,7 @@ quality is cosine to the baseline on a fidelity sample and retrieval recall/MRR 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,12 @@ class TextEmbedding(Workload):
         module, spec = mlx_module(Path(model_dir), weights)
         return MlxForm(module=module, io_spec=spec)
 
-    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+    def batch_call(self, runner: Any, inputs: Any, n: int) -> Callable[[], object]:
         ids, mask = inputs["bench_input_ids"], inputs["bench_attention_mask"]
-        return batch_speed(lambda n: lambda: encode(runner, ids[:n], mask[:n]), bench)
+        return lambda: encode(runner, ids[:n], mask[:n])
+
+    def benchmark(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path | None = None) -> Speed:
+        return batch_speed(lambda n: self.batch_call(runner, inputs, n), bench)
 
     def write_outputs(self, runner: Any, inputs: Any, bench: BenchmarkConfig, out_dir: Path) -> None:
         embeddings = {
