@@ -95,6 +95,12 @@ def run_in_this_process(
     return m
 
 
+def _first_line(err: BaseException) -> str:
+    """A configuration's failure in one line (the probe's table cell)."""
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
 def tune_in_this_process(task: str, candidate_dir: Path, inputs: Path, bench: BenchmarkConfig,
                          out_dir: Path) -> Tuning:
     """The child's work of the runtime settings probe: every configuration of the candidate's runtime loaded
@@ -115,7 +121,7 @@ def tune_in_this_process(task: str, candidate_dir: Path, inputs: Path, bench: Be
             runners[i] = load_runner(record.runtime, candidate_dir, record.model_file, record.details,
                                      bench.threads, settings)
         except Exception as err:  # a setting this build of the runtime refuses: that configuration fails
-            failures[i] = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            failures[i] = _first_line(err)
     series: dict[int, list[list[float]]] = {i: [] for i in runners}
     outputs: dict[int, Any] = {}
     probed = bool(runners) and 0 in runners
@@ -128,7 +134,7 @@ def tune_in_this_process(task: str, candidate_dir: Path, inputs: Path, bench: Be
             try:
                 result = workload.probe(runner, data, bench if index == 0 else warm)
             except Exception as err:
-                failures[i] = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+                failures[i] = _first_line(err)
                 continue
             if result is None:  # the task has no probe: nothing to tune
                 probed = False
