@@ -35,6 +35,8 @@ from edgeopt.environment import quiet_offline_defaults  # noqa: E402
 from edgeopt.machine import BUSY_CPUS_LIMIT  # noqa: E402
 from edgeopt.machine import fingerprint as machine_fingerprint  # noqa: E402
 from edgeopt.machine import identity as machine_identity  # noqa: E402
+from edgeopt.tuning import Tuning  # noqa: E402
+from edgeopt.tuning import label as settings_label  # noqa: E402
 
 quiet_offline_defaults()
 PROFILES = ROOT / "bench" / "results" / "profiles"
@@ -165,27 +167,43 @@ def sample_load() -> tuple[dict[str, float], bool]:
     return load, machine.under_load(load)
 
 
-def remeasure(ctx: Any, names: list[str], repeats: int) -> dict[str, Any]:
-    """Re-measure candidates interleaved (a, b, a, b, ...; pass i is round i of each), so drift hits all alike.
+def chosen_settings(outcome: Any) -> dict[str, dict[str, Any]]:
+    """Each measured candidate's runtime settings, as its pipeline rounds ran with them (the probe's choice)."""
+    return {r.name: dict(r.measurement.runtime_settings) for r in outcome.selection.candidates
+            if r.measurement is not None and r.measurement.runtime_settings}
+
+
+def remeasure(ctx: Any, names: list[str], repeats: int, settings: dict[str, dict[str, Any]] | None = None,
+              ) -> dict[str, Any]:
+    """Re-measure candidates interleaved (a, b, a, b, ...; pass i is round i of each), so drift hits all alike,
+    each with the runtime settings its pipeline rounds used (`settings`, from `chosen_settings`).
 
     Each round is a fresh process of our harness (timing only, no quality outputs), the machine's load sampled
     just before it; returns each candidate's rounds pooled (`edgeopt.rounds.combine`). Hold `bench_slot`.
     """
+    settings = settings or {}
+    return remeasure_configs(ctx, {n: (n, settings.get(n)) for n in names}, repeats)
+
+
+def remeasure_configs(ctx: Any, configs: dict[str, tuple[str, dict[str, Any] | None]], repeats: int,
+                      ) -> dict[str, Any]:
+    """`remeasure` of labelled configurations: label -> (candidate, runtime settings; None: the default), so
+    one artifact can be timed under two settings side by side."""
     from edgeopt.measure import measure_in_subprocess
     from edgeopt.rounds import combine
 
-    parts: dict[str, list[Any]] = {n: [] for n in names}
+    parts: dict[str, list[Any]] = {label: [] for label in configs}
     inputs = ctx.ws.inputs
     for i in range(repeats):
-        for n in names:
+        for label, (name, settings) in configs.items():
             load, loaded = sample_load()
-            m = measure_in_subprocess(ctx.cfg.task, ctx.ws.candidate_dir(n), inputs, ctx.cfg.benchmark,
-                                      ctx.ws.root / "bench-remeasure" / f"{n}-{i}",
+            m = measure_in_subprocess(ctx.cfg.task, ctx.ws.candidate_dir(name), inputs, ctx.cfg.benchmark,
+                                      ctx.ws.root / "bench-remeasure" / f"{label}-{i}",
                                       memory_limit_mb=ctx.params.isolation.memory_limit_mb, round_index=i,
-                                      write_outputs=False)
+                                      write_outputs=False, settings=settings)
             rounds = [r.model_copy(update={"load": load, "under_load": loaded}) for r in m.rounds]
-            parts[n].append(m.model_copy(update={"rounds": rounds}))
-    return {n: combine(ps) for n, ps in parts.items()}
+            parts[label].append(m.model_copy(update={"rounds": rounds}))
+    return {label: combine(ps) for label, ps in parts.items()}
 
 
 def loaded_rounds(*measurements: Any) -> tuple[int, int]:
@@ -327,7 +345,7 @@ def row_encoder_speedup(params_path: Path, outcome: Any, repeats: int) -> tuple[
     if sel.pick is None:
         return row(1, "encoder champion vs PyTorch FP32 eager", None, ">= 4x", False, "no champion picked"), None
     with bench_slot(ctx, "row1"):
-        ms = remeasure(ctx, [sel.pick, base], repeats)
+        ms = remeasure(ctx, [sel.pick, base], repeats, chosen_settings(outcome))
     ratio, ci = speedup(ms[base], ms[sel.pick])
     pick = next(r for r in sel.candidates if r.name == sel.pick)
     cos, r10 = pick.quality.metrics["cosine"], pick.quality.retention["recall@10"]
@@ -356,7 +374,7 @@ def rows_classifier(params_path: Path, outcome: Any, repeats: int) -> list[dict]
     if sel.pick is None:
         return [row(9, "classifier champion vs PyTorch FP32 eager", None, ">= 2.5x", False, "no champion picked")]
     with bench_slot(ctx, "row9"):
-        ms = remeasure(ctx, [sel.pick, base], repeats)
+        ms = remeasure(ctx, [sel.pick, base], repeats, chosen_settings(outcome))
     ratio, ci = speedup(ms[base], ms[sel.pick])
     pick = next(r for r in sel.candidates if r.name == sel.pick)
     q = pick.quality.metrics
@@ -397,7 +415,7 @@ def rows_detector(params_path: Path, outcome: Any, repeats: int) -> list[dict]:
     best = min(keeps, key=lambda r: r.measurement.latency.p50_ms) if keeps else max(
         int8, key=lambda r: r.quality.retention.get("map", 0.0))
     with bench_slot(ctx, "row10"):
-        ms = remeasure(ctx, [best.name, base], repeats)
+        ms = remeasure(ctx, [best.name, base], repeats, chosen_settings(outcome))
     ratio, ci = speedup(ms[base], ms[best.name])
     kept = best.quality.retention.get("map", 0.0)
     met = bool(keeps) and clears(ci, 1.8)
@@ -639,7 +657,7 @@ def rows_llm(params_path: Path, outcome: Any, repeats: int) -> list[dict]:
         return [row(3, "LLM champion decode vs F16 GGUF", None, ">= 2.5x at KLD <= 0.05", False, why)]
     pick = sel.pick
     with bench_slot(ctx, "row3"):
-        ms = remeasure(ctx, [pick, f16], repeats)
+        ms = remeasure(ctx, [pick, f16], repeats, chosen_settings(outcome))
         # The decode time per token (latency_s: the pipeline's gated unit for causal-lm), paired rounds.
         ratio, ci = speedup(ms[f16], ms[pick])
         kld = by[pick].quality.metrics["kld"]
@@ -692,6 +710,41 @@ def rows_llm(params_path: Path, outcome: Any, repeats: int) -> list[dict]:
                     red >= 0.70, f"{size_c:.1f} MB vs {size_f:.1f} MB on disk (the candidates' folders, read by the "
                                  "row 3 re-measurements; no timing)"))
     return rows
+
+
+def row_tuning(params_path: Path, outcome: Any, repeats: int) -> dict:
+    """Row 11: the champion with its probed runtime settings vs the same artifact with the runtime's defaults,
+    interleaved. Where the probe kept the defaults both sides run the same configuration: the row is then an
+    A/A check of the re-measurement's own noise, and says so."""
+    sel = outcome.selection
+    ctx = ctx_for(params_path, outcome.namespace)
+    what = f"{outcome.namespace} champion, tuned vs untuned runtime settings (same artifact)"
+    if sel.pick is None:
+        return row(11, what, None, "> 1x, or the defaults kept", None, "no champion picked")
+    pick = next(r for r in sel.candidates if r.name == sel.pick)
+    tuning = Tuning.model_validate(pick.measurement.tuning) if pick.measurement.tuning else None
+    tuned = dict(pick.measurement.runtime_settings)
+    default = dict(tuning.default) if tuning else tuned
+    with bench_slot(ctx, "row11"):
+        ms = remeasure_configs(ctx, {f"{sel.pick}@tuned": (sel.pick, tuned),
+                                     f"{sel.pick}@default": (sel.pick, default)}, repeats)
+    ratio, ci = speedup(ms[f"{sel.pick}@default"], ms[f"{sel.pick}@tuned"])
+    kept = tuned == default
+    probes = "; ".join(f"{p.label} " + (f"{p.speedup:.2f}x {_ci(p.speedup_ci)} " if p.speedup is not None else "")
+                       + f"({p.verdict})" for p in (tuning.probes if tuning else []) if p.label != "default")
+    shown = ", ".join(f"{k}={v}" for k, v in default.items()) or "none"
+    probe_text = (probes or tuning.note or "nothing probed") if tuning else "not probed"
+    runtime = tuning.runtime if tuning else "runtime unknown"
+    detail = (f"{sel.pick} ({runtime}): tuned = {settings_label(tuned, default)}, "
+              f"default = {shown}; p50 {p50_text(ms[f'{sel.pick}@tuned'])} vs {p50_text(ms[f'{sel.pick}@default'])} "
+              f"({rounds_text(ms[f'{sel.pick}@default'])} each), 95% CI: paired rounds; the pipeline's probe "
+              f"({tuning.passes if tuning else 0} interleaved passes): {probe_text}")
+    if kept:
+        return row(11, what, ratio, "A/A: CI contains 1 (the probe kept the defaults)",
+                   ci is not None and ci[0] <= 1 <= ci[1], detail, ci=ci,
+                   loaded=loaded_rounds(*ms.values()))
+    return row(11, what, ratio, "> 1x (CI low end)", clears(ci, 1.0), detail, ci=ci,
+               loaded=loaded_rounds(*ms.values()))
 
 
 # -- report --------------------------------------------------------------------------------
@@ -814,6 +867,7 @@ def main() -> None:
     if llm is not None:
         results += rows_llm(params_path, llm, args.repeats)
         results += rows_peers(params_path, llm, args.repeats)
+    results += [row_tuning(params_path, o, args.repeats) for o in outcomes if o.selection is not None]
     md = write_report(results, m, out, time.perf_counter() - started, outcomes)
     print(md.read_text())
 
