@@ -332,8 +332,8 @@ def rows_orchestration(params_path: Path, pipelines: list[str]) -> tuple[list[di
         profiles.record_command(cli, prof, params_path.parent)
         detail += (f"; profile (py-spy, {profiles.stored(prof).name}, CPU samples, children included): "
                    + profiles.describe(profiles.summarize(prof)))
-    r7 = row(7, "cached re-run with nothing changed (new `edgeopt run` process)", rerun_cli, "<= 15 s",
-             rerun_cli <= 15, detail, loaded=(int(cli_loaded), 1))
+    r7 = row(7, "cached re-run with nothing changed (new `edgeopt run` process)", rerun_cli, "<= 10 s",
+             rerun_cli <= 10, detail, loaded=(int(cli_loaded), 1))
     return [r6, r7], outcomes
 
 
